@@ -1,0 +1,1 @@
+"""MedRG: medical report grounding (placeholder until the core lands)."""
