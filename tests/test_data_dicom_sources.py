@@ -1,0 +1,242 @@
+"""DICOM reading (real chest DICOM of pydicom-data) and the DICOM-based builders: RSNA Pneumonia, VinDr-CXR."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+
+from medrg.processing.data import DataFormatError, load_grounding_dataset  # noqa: E402
+from medrg.processing.data.common import anonymise_id  # noqa: E402
+from medrg.processing.data.dicom import dicom_to_uint8, read_dicom_image  # noqa: E402
+
+SECRET = ("Doe^Jane", "SECRET-PID-123", "19990101", "St Elsewhere")
+
+
+def write_dicom(
+    path: Path, arr: np.ndarray, photometric="MONOCHROME2", slope=None, intercept=None, window=None
+):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.StudyDate, ds.InstitutionName = SECRET
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = arr.astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def gradient(h=64, w=64):
+    return (np.tile(np.arange(w), (h, 1)) * (4000 // w)).astype(np.uint16)
+
+
+def test_windowing_inversion_and_rescale(tmp_path):
+    arr = gradient()
+    write_dicom(tmp_path / "m2.dcm", arr)
+    write_dicom(tmp_path / "m1.dcm", arr, photometric="MONOCHROME1")
+    m2, m1 = read_dicom_image(tmp_path / "m2.dcm"), read_dicom_image(tmp_path / "m1.dcm")
+    assert m2.dtype == np.uint8 and m2[:, 0].max() == 0 and m2[:, -1].min() == 255
+    np.testing.assert_array_equal(m1, 255 - m2)
+    # rescale slope/intercept then VOI window centre 1000 / width 2000 -> linear ramp clipped at 2000
+    out = dicom_to_uint8(arr, slope=0.5, intercept=0.0, window_center=1000.0, window_width=2000.0)
+    assert out[0, 0] == 0 and out[0, -1] > 240
+    write_dicom(tmp_path / "w.dcm", arr, slope=0.5, intercept=0.0, window=(1000, 2000))
+    np.testing.assert_array_equal(read_dicom_image(tmp_path / "w.dcm"), out)
+
+
+def test_real_chest_dicom():
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("RG1_UNCR.dcm")
+    if path is None:
+        pytest.skip("pydicom-data chest DICOM absent")
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    img = read_dicom_image(path)
+    assert img.shape == (ds.Rows, ds.Columns) and img.dtype == np.uint8
+    assert img.std() > 10
+    # MONOCHROME1: the smallest stored value is displayed white
+    raw = ds.pixel_array
+    assert img[raw == raw.min()].mean() > img[raw == raw.max()].mean()
+
+
+# ---------------------------------------------------------------- RSNA
+
+RSNA_COLS = ["patientId", "x", "y", "width", "height", "Target"]
+
+
+def write_rsna(root: Path, rows, skip=None):
+    for pid in dict.fromkeys(r[0] for r in rows):
+        if pid != skip:
+            write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", gradient(), photometric="MONOCHROME2")
+    with open(root / "stage_2_train_labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(RSNA_COLS[: len(rows[0])])
+        w.writerows(rows)
+    return root
+
+
+RSNA_ROWS = [
+    ["aaa-1", 4, 30, 20, 20, 1],
+    ["aaa-1", 40, 30, 18, 20, 1],
+    ["bbb-2", "", "", "", "", 0],
+    ["ccc-3", 10, 8, 12, 14, 1],
+]
+
+
+def rsna(root, tmp_path):
+    return load_grounding_dataset(
+        "rsna-pneumonia",
+        str(root),
+        split_fractions={"train": 0.5, "test": 0.5},
+        cache_dir=str(tmp_path / "c"),
+        progress=False,
+    )
+
+
+def test_rsna_builds_without_phi(tmp_path):
+    dd = rsna(write_rsna(tmp_path / "r", RSNA_ROWS), tmp_path)
+    rows = [r for ds in dd.values() for r in ds]
+    assert len(rows) == 3
+    by_id = {r["image_id"]: r for r in rows}
+    a = by_id[anonymise_id("rsna-image:aaa-1", prefix="img_")]
+    assert len(a["findings"]) == 2 and {("right" in f["phrase"]) for f in a["findings"]} == {True, False}
+    assert by_id[anonymise_id("rsna-image:bbb-2", prefix="img_")]["findings"] == []
+    text = repr([{k: v for k, v in r.items() if k != "image"} for r in rows])
+    for secret in (*SECRET, "aaa-1", "bbb-2", "ccc-3"):
+        assert secret not in text
+
+
+def test_rsna_bad_input(tmp_path):
+    with pytest.raises(DataFormatError, match=r"stage_2_train_labels.csv: missing column\(s\) \['Target'\]"):
+        rsna(write_rsna(tmp_path / "a", [r[:-1] for r in RSNA_ROWS]), tmp_path)
+    bad = [r[:] for r in RSNA_ROWS]
+    bad[3] = ["ccc-3", 60, 8, 12, 14, 1]  # x1 = 72 > 64
+    with pytest.raises(DataFormatError, match=r"row 5: field 'x,y,width,height'.*outside"):
+        rsna(write_rsna(tmp_path / "b", bad), tmp_path)
+    with pytest.raises(
+        DataFormatError, match=r"row 5: image file .*ccc-3.dcm \(field 'patientId'\) not found"
+    ):
+        rsna(write_rsna(tmp_path / "c", RSNA_ROWS, skip="ccc-3"), tmp_path)
+    with pytest.raises(DataFormatError, match=r"row 6: duplicate of row 5"):
+        rsna(write_rsna(tmp_path / "d", RSNA_ROWS + [RSNA_ROWS[3]]), tmp_path)
+    with pytest.raises(DataFormatError, match=r"row 6: field 'Target' = 0 contradicts row 2"):
+        rsna(write_rsna(tmp_path / "e", RSNA_ROWS + [["aaa-1", "", "", "", "", 0]]), tmp_path)
+
+
+# ---------------------------------------------------------------- VinDr-CXR
+
+VINDR_COLS = ["image_id", "rad_id", "class_name", "x_min", "y_min", "x_max", "y_max"]
+VINDR_TRAIN = [
+    ["img1", "R1", "Nodule/Mass", 10, 10, 20, 20],
+    ["img1", "R2", "Nodule/Mass", 11, 11, 21, 21],
+    ["img1", "R3", "No finding", "", "", "", ""],
+    ["img2", "R1", "Cardiomegaly", 20, 40, 50, 60],
+    ["img3", "R2", "No finding", "", "", "", ""],
+]
+VINDR_TEST = [["img4", "R9", "Pleural effusion", 40, 40, 60, 60]]
+
+
+def write_vindr(root: Path, train, test=VINDR_TEST, skip=None, cols=VINDR_COLS):
+    for part, rows in (("train", train), ("test", test)):
+        for iid in dict.fromkeys(r[0] for r in rows):
+            if iid != skip:
+                write_dicom(root / part / f"{iid}.dicom", gradient(), photometric="MONOCHROME1")
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        with open(root / "annotations" / f"annotations_{part}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            w.writerows(rows)
+    return root
+
+
+def vindr(root, tmp_path, **kw):
+    return load_grounding_dataset(
+        "vindr-cxr", str(root), val_fraction=0.0, cache_dir=str(tmp_path / "c"), progress=False, **kw
+    )
+
+
+def test_vindr_keep_and_fuse_readers(tmp_path):
+    root = write_vindr(tmp_path / "v", VINDR_TRAIN)
+    keep = vindr(root, tmp_path)
+    assert {s: ds.num_rows for s, ds in keep.items()} == {"train": 3, "test": 1}
+    img1 = keep["train"].filter(lambda r: r["image_id"] == "img1")[0]
+    assert len(img1["findings"]) == 1 and len(img1["findings"][0]["boxes"]) == 2
+    fused = vindr(root, tmp_path, readers="fuse")
+    img1 = fused["train"].filter(lambda r: r["image_id"] == "img1")[0]
+    assert img1["findings"][0]["boxes"] == [[10.5, 10.5, 20.5, 20.5]]
+    assert fused["train"].filter(lambda r: r["image_id"] == "img3")[0]["findings"] == []
+    assert (
+        keep["train"].filter(lambda r: r["image_id"] == "img2")[0]["findings"][0]["phrase"] == "cardiomegaly"
+    )
+
+
+def test_vindr_bad_input(tmp_path):
+    with pytest.raises(DataFormatError, match=r"annotations_train.csv: missing column\(s\) \['rad_id'\]"):
+        vindr(
+            write_vindr(
+                tmp_path / "a",
+                [[r[0]] + r[2:] for r in VINDR_TRAIN],
+                [[r[0]] + r[2:] for r in VINDR_TEST],
+                cols=[c for c in VINDR_COLS if c != "rad_id"],
+            ),
+            tmp_path,
+        )
+    bad = [r[:] for r in VINDR_TRAIN]
+    bad[3] = ["img2", "R1", "Cardiomegaly", 20, 40, 50, "nan"]
+    with pytest.raises(DataFormatError, match=r"annotations_train.csv, row 5: field 'y_max' is 'nan'"):
+        vindr(write_vindr(tmp_path / "b", bad), tmp_path)
+    with pytest.raises(
+        DataFormatError, match=r"row 5: image file .*img2.dicom \(field 'image_id'\) not found"
+    ):
+        vindr(write_vindr(tmp_path / "c", VINDR_TRAIN, skip="img2"), tmp_path)
+    with pytest.raises(DataFormatError, match=r"row 7: duplicate of row 2"):
+        vindr(write_vindr(tmp_path / "d", VINDR_TRAIN + [VINDR_TRAIN[0]]), tmp_path)
+    with pytest.raises(DataFormatError, match=r"patient leak|duplicate image 'img1'"):
+        vindr(
+            write_vindr(
+                tmp_path / "e", VINDR_TRAIN, VINDR_TEST + [["img1", "R9", "Nodule/Mass", 10, 10, 20, 20]]
+            ),
+            tmp_path,
+        )
+    bad = VINDR_TRAIN + [["img2", "R2", "Broken heart", 1, 1, 5, 5]]
+    with pytest.raises(DataFormatError, match=r"row 7: field 'class_name' = 'Broken heart'"):
+        vindr(write_vindr(tmp_path / "f", bad), tmp_path)
+
+
+def test_vindr_downscaled_png_with_meta(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "vpng"
+    for part, rows in (("train", VINDR_TRAIN), ("test", VINDR_TEST)):
+        (root / part).mkdir(parents=True, exist_ok=True)
+        for iid in dict.fromkeys(r[0] for r in rows):
+            Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / part / f"{iid}.png")
+        (root / "annotations").mkdir(exist_ok=True)
+        with open(root / "annotations" / f"annotations_{part}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([VINDR_COLS, *rows])
+    with open(root / "meta.csv", "w", newline="") as f:
+        csv.writer(f).writerows(
+            [["image_id", "dim0", "dim1"], *[[i, 64, 64] for i in ("img1", "img2", "img3", "img4")]]
+        )
+    dd = vindr(root, tmp_path, readers="fuse", image_meta_file=str(root / "meta.csv"))
+    img4 = dd["test"][0]
+    assert img4["findings"][0]["boxes"] == [[20.0, 20.0, 30.0, 30.0]] and img4["image"].size == (32, 32)

@@ -1,0 +1,128 @@
+"""SynthCXR: determinism, schema, the ground-truth rules, and the DatasetDict build."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from medrg.processing.data import GROUNDING_FEATURES, load_grounding_dataset
+from medrg.processing.data.synthcxr import CATEGORIES, generate_example
+from PIL import Image
+
+N = 60
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return [generate_example(i, "train", seed=3, image_size=128) for i in range(N)]
+
+
+def test_deterministic_by_seed():
+    a = generate_example(5, "test", seed=1, image_size=128)
+    b = generate_example(5, "test", seed=1, image_size=128)
+    c = generate_example(5, "test", seed=2, image_size=128)
+    assert a.row["image"]["bytes"] == b.row["image"]["bytes"] and a.row["report"] == b.row["report"]
+    assert a.row["image"]["bytes"] != c.row["image"]["bytes"]
+
+
+def test_rows_follow_schema_and_phrases_are_in_report(examples):
+    for ex in examples:
+        row = ex.row
+        img = Image.open(io.BytesIO(row["image"]["bytes"]))
+        assert img.size == (128, 128) and img.mode == "L"
+        assert row["report"].startswith("FINDINGS:") and "IMPRESSION:" in row["report"]
+        assert row["patient_id"].startswith("p_") and row["source"] == "synthcxr"
+        for f in row["findings"]:
+            assert f["category"] in CATEGORIES
+            assert f["phrase"] in row["report"].split("IMPRESSION:")[0]
+            assert len(f["phrase"].split()) <= 8
+            ((x0, y0, x1, y1),) = f["boxes"]
+            assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
+            # the smallest lesion still spans >= ~6 % of the image side
+            assert max(x1 - x0, y1 - y0) >= 0.06 * 128
+
+
+def test_ground_truth_rules(examples):
+    n_empty = 0
+    for ex in examples:
+        mentioned = [le for le in ex.lesions if le.mentioned]
+        if not mentioned:
+            n_empty += 1
+            assert ex.lesions == [] and ex.row["findings"] == []
+            continue
+        # each (category, side) appears once among mentioned; distractors never share one with them
+        keys = [(le.category, le.side) for le in ex.lesions]
+        assert len(keys) == len(set(keys))
+        # no negation of a present category
+        for le in ex.lesions:
+            assert f"No {le.category}." not in ex.row["report"]
+        # lesions do not overlap much
+        boxes = [le.box for le in ex.lesions if le.category != "cardiomegaly"]
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                iw = min(a[2], b[2]) - max(a[0], b[0])
+                ih = min(a[3], b[3]) - max(a[1], b[1])
+                if iw > 0 and ih > 0:
+                    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+                    assert iw * ih / small <= 0.15 + 1e-6
+    assert 0.03 <= n_empty / N <= 0.35
+    assert any(not le.mentioned for ex in examples for le in ex.lesions)  # distractors exist
+
+
+def test_lesion_is_visible_in_pixels():
+    # pixels inside a nodule are brighter than the same place in the lung around it
+    for i in range(40):
+        ex = generate_example(i, "validation", seed=0, image_size=128, encode=False)
+        nod = [le for le in ex.lesions if le.category == "nodule"]
+        if nod:
+            x0, y0, x1, y1 = (int(round(v)) for v in nod[0].box)
+            arr = ex.row["image"]["array"].astype(float)
+            cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+            ring = np.concatenate([arr[cy, max(0, x0 - 4) : x0 - 1], arr[cy, x1 + 1 : x1 + 4]])
+            assert arr[cy - 1 : cy + 2, cx - 1 : cx + 2].mean() > ring.mean()
+            return
+    pytest.fail("no nodule in 40 examples")
+
+
+def test_build_dataset_dict_and_options_are_not_stale(tmp_path):
+    dd = load_grounding_dataset(
+        "synthcxr",
+        examples_per_split={"train": 6, "test": 3},
+        seed=0,
+        image_size=96,
+        cache_dir=str(tmp_path),
+        progress=False,
+    )
+    assert set(dd) == {"train", "test"} and dd["train"].num_rows == 6 and dd["test"].num_rows == 3
+    assert dd["train"].features == GROUNDING_FEATURES
+    assert dd["train"][0]["image"].size == (96, 96)
+    again = load_grounding_dataset(
+        "synthcxr",
+        examples_per_split={"train": 6},
+        seed=1,
+        image_size=96,
+        cache_dir=str(tmp_path),
+        progress=False,
+    )
+    assert (
+        again["train"][0]["report"] != dd["train"][0]["report"]
+        or again["train"][1]["report"] != dd["train"][1]["report"]
+    )
+    bigger = load_grounding_dataset(
+        "synthcxr",
+        examples_per_split={"train": 6},
+        seed=0,
+        image_size=112,
+        cache_dir=str(tmp_path),
+        progress=False,
+    )
+    assert bigger["train"][0]["image"].size == (112, 112)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="unknown split"):
+        load_grounding_dataset("synthcxr", examples_per_split={"dev2": 3})
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_grounding_dataset("nope")
