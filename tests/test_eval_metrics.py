@@ -1,0 +1,202 @@
+"""Hand-computed and randomised checks of the grounding metrics (plain functions)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from medrg.evaluation import (
+    average_precision,
+    box_iou_matrix,
+    compute_grounding_metrics,
+    expected_calibration_error,
+    phrase_token_f1,
+    risk_coverage_curve,
+)
+
+
+def reference_iou(a, b):
+    """Independent IoU of two xyxy boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def pred(box, score=0.9, label="finding"):
+    return {"label": label, "score": score, "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box))}
+
+
+def finding(*boxes, phrase="finding", category="A"):
+    return {"phrase": phrase, "category": category, "boxes": [list(b) for b in boxes]}
+
+
+def random_box_pairs(n=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 100, size=(n, 2, 2))
+    wh = rng.uniform(1, 60, size=(n, 2, 2))
+    return np.concatenate([xy, xy + wh], axis=2)  # (n, 2 boxes, 4)
+
+
+def test_iou_matches_independent_formula_on_random_pairs():
+    pairs = random_box_pairs()
+    expected = np.array([reference_iou(a, b) for a, b in pairs])
+    assert np.allclose(box_iou_matrix(pairs[:, 0], pairs[:, 1]).diagonal(), expected, atol=1e-12)
+    assert (expected == 0).any() and (expected > 0.5).any()  # the sample covers misses and hits
+    metrics = compute_grounding_metrics([[pred(a)] for a, _ in pairs], [[finding(b)] for _, b in pairs])
+    assert metrics["mean_iou"] == pytest.approx(expected.mean(), abs=1e-12)
+    for t in (0.1, 0.3, 0.5, 0.7):
+        assert metrics[f"accuracy@{t}"] == pytest.approx(np.mean(expected >= t), abs=1e-12)
+
+
+def test_hungarian_matching_missing_and_extra_predictions():
+    refs = [
+        [finding((0, 0, 10, 10), phrase="a"), finding((20, 0, 30, 10), phrase="b"), finding((50, 50, 60, 60))]
+    ]
+    # listed in the "wrong" order: matching must pair them by IoU; the third finding gets nothing
+    preds = [[pred((20, 0, 30, 5), label="b"), pred((0, 0, 10, 10), label="a")]]
+    m = compute_grounding_metrics(preds, refs)
+    assert m["mean_iou"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert m["accuracy@0.5"] == pytest.approx(2 / 3)
+    assert m["accuracy@0.7"] == pytest.approx(1 / 3)
+    assert m["phrase_exact_match"] == pytest.approx(2 / 3)
+    assert m["num_extra_predictions"] == 0
+    # an extra prediction is a false positive: accuracy unchanged, AP lower
+    preds_extra = [[*preds[0], pred((80, 80, 90, 90), score=0.95)]]
+    m2 = compute_grounding_metrics(preds_extra, refs)
+    assert m2["mean_iou"] == m["mean_iou"]
+    assert m2["num_extra_predictions"] == 0  # three findings: the extra one is matched to the third (IoU 0)
+    preds_more = [[*preds_extra[0], pred((85, 85, 95, 95), score=0.2)]]
+    m3 = compute_grounding_metrics(preds_more, refs)
+    assert m3["num_extra_predictions"] == 1
+    assert m3["extra_predictions_per_sample"] == 1.0
+
+
+def test_hungarian_beats_greedy():
+    # greedy (best IoU first) would give p0->f0 (0.5) and p1->f1 (0), Hungarian p0->f1, p1->f0
+    refs = [[finding((0, 0, 10, 10)), finding((5, 0, 15, 10))]]
+    preds = [[pred((2.5, 0, 12.5, 10)), pred((0, 0, 10, 10))]]
+    m = compute_grounding_metrics(preds, refs)
+    assert m["mean_iou"] == pytest.approx((1.0 + reference_iou((2.5, 0, 12.5, 10), (5, 0, 15, 10))) / 2)
+
+
+def test_several_boxes_per_finding_max_and_union():
+    refs = [[finding((0, 0, 10, 10), (20, 0, 30, 10))]]
+    preds = [[pred((20, 0, 30, 10))]]
+    assert compute_grounding_metrics(preds, refs)["mean_iou"] == pytest.approx(1.0)
+    union = compute_grounding_metrics(preds, refs, multi_box="union")
+    assert union["mean_iou"] == pytest.approx(100 / 300)
+    with pytest.raises(ValueError, match="multi_box"):
+        compute_grounding_metrics(preds, refs, multi_box="mean")
+
+
+def test_no_finding_reports():
+    refs = [[], [], [finding((0, 0, 10, 10))]]
+    preds = [[], [pred((0, 0, 5, 5)), pred((1, 1, 5, 5))], [pred((0, 0, 10, 10))]]
+    m = compute_grounding_metrics(preds, refs)
+    assert m["num_no_finding_samples"] == 2
+    assert m["no_finding_accuracy"] == 0.5
+    assert m["num_false_boxes_on_no_finding"] == 2
+    assert m["false_boxes_per_no_finding_report"] == 1.0
+    assert m["accuracy@0.5"] == 1.0
+    empty = compute_grounding_metrics([[]], [[]])
+    assert empty["accuracy@0.5"] is None and empty["mean_iou"] is None and empty["no_finding_accuracy"] == 1.0
+    nothing = compute_grounding_metrics([], [])
+    assert nothing["num_samples"] == 0 and nothing["expected_calibration_error"] is None
+
+
+def test_per_category():
+    refs = [[finding((0, 0, 10, 10), category="Nodule")], [finding((0, 0, 10, 10), category="Effusion")]]
+    preds = [[pred((0, 0, 10, 10))], [pred((0, 0, 10, 4))]]
+    per = compute_grounding_metrics(preds, refs)["per_category"]
+    assert per["Nodule"] == {**per["Nodule"], "num_findings": 1, "accuracy@0.5": 1.0, "mean_iou": 1.0}
+    assert per["Effusion"]["accuracy@0.3"] == 1.0 and per["Effusion"]["accuracy@0.5"] == 0.0
+    assert per["Effusion"]["mean_iou"] == pytest.approx(0.4)
+
+
+def test_phrase_token_f1():
+    assert phrase_token_f1("Left pleural effusion.", "left pleural effusion") == 1.0
+    assert phrase_token_f1("left effusion", "left pleural effusion") == pytest.approx(0.8)
+    assert phrase_token_f1("nodule", "effusion") == 0.0
+
+
+def test_average_precision_hand_computed():
+    # ranked: TP, FP, TP with 3 positives -> P/R points (1, 1/3), (2/3, 2/3) ; AP = 1/3*1 + 1/3*2/3
+    assert average_precision([0.9, 0.8, 0.7], [True, False, True], 3) == pytest.approx(1 / 3 + 2 / 9)
+    assert average_precision([], [], 2) == 0.0
+    assert average_precision([0.5], [False], 0) is None
+    # through the metric: sample 0 two predictions on one finding, greedy by score
+    refs = [[finding((0, 0, 10, 10))], [finding((0, 0, 10, 10))]]
+    preds = [
+        [pred((0, 0, 10, 10), score=0.6), pred((0, 0, 10, 9), score=0.9)],  # both hit; the 0.9 one takes it
+        [pred((50, 50, 60, 60), score=0.8)],  # miss
+    ]
+    # ranking 0.9 TP, 0.8 FP, 0.6 FP -> AP = 1/2 * 1
+    assert compute_grounding_metrics(preds, refs)["average_precision@0.5"] == pytest.approx(0.5)
+
+
+def test_calibration_hand_computed():
+    scores = [0.95, 0.85, 0.15, 0.15]
+    hits = [True, False, False, True]
+    ece = expected_calibration_error(scores, hits, num_bins=10)
+    # bins: [0.9,1): 0.95 vs 1 -> 0.05 ; [0.8,0.9): 0.85 vs 0 -> 0.85 ; [0.1,0.2): 0.15 vs 0.5 -> 0.35
+    assert ece["ece"] == pytest.approx((0.05 + 0.85 + 2 * 0.35) / 4)
+    assert ece["bin_count"][1] == 2 and ece["bin_accuracy"][1] == 0.5
+    rc = risk_coverage_curve(scores, hits)
+    assert rc["coverage"] == [0.25, 0.5, 1.0]
+    assert rc["risk"] == pytest.approx([0.0, 0.5, 0.5])
+    assert rc["aurc"] == pytest.approx((0.0 + 0.5 + 0.5 + 0.5) / 4)
+    # tie order does not matter
+    assert risk_coverage_curve(scores, [True, False, True, False])["aurc"] == rc["aurc"]
+    assert expected_calibration_error([1.0], [True])["ece"] == 0.0  # score 1.0 falls in the last bin
+
+
+def test_calibration_through_metric_uses_hungarian_hits():
+    refs = [[finding((0, 0, 10, 10))], [finding((0, 0, 10, 10))]]
+    preds = [[pred((0, 0, 10, 10), score=0.8)], [pred((0, 0, 10, 2), score=0.8)]]
+    m = compute_grounding_metrics(preds, refs)
+    assert m["expected_calibration_error"] == pytest.approx(0.3)
+    assert m["aurc"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("predictions", "references", "message"),
+    [
+        ([[]], [[], []], r"predictions has 1 samples but references has 2"),
+        (
+            [[], [pred((12, 0, 10, 3))]],
+            [[], []],
+            r"predictions\[1\]\[0\]\['box'\]: xmax \(10.0\) < xmin \(12.0\)",
+        ),
+        ([[pred((0, 5, 10, 3))]], [[]], r"predictions\[0\]\[0\]\['box'\]: ymax"),
+        ([[pred((0, 0, math.nan, 3))]], [[]], r"predictions\[0\]\[0\]\['box'\]\['xmax'\]: expected a finite"),
+        (
+            [[pred((0, 0, 1, 1), score=1.5)]],
+            [[]],
+            r"predictions\[0\]\[0\]\['score'\]: 1.5 is outside \[0, 1\]",
+        ),
+        ([[pred((0, 0, 1, 1), score=-0.1)]], [[]], r"outside \[0, 1\]"),
+        ([[{"label": "x", "score": 0.5}]], [[]], r"predictions\[0\]\[0\]: missing key\(s\) \['box'\]"),
+        ([[{"label": "x", "score": 0.5, "box": {"xmin": 0, "ymin": 0, "xmax": 1}}]], [[]], r"\['ymax'\]"),
+        ([[{"label": "x", "score": 0.5, "box": [0, 0, 1, 1]}]], [[]], r"\['box'\]: expected a dict"),
+        ([[]], [[finding((0, 0, 1))]], r"references\[0\]\[0\]\['boxes'\]\[0\]: expected 4 numbers"),
+        (
+            [[]],
+            [[{"phrase": "x", "category": "A", "boxes": [[5, 0, 1, 1]]}]],
+            r"references\[0\]\[0\]\['boxes'\]\[0\]: xmax",
+        ),
+        ([[]], [[{"phrase": "x", "category": "A"}]], r"references\[0\]\[0\]: missing key 'boxes'"),
+        ([[]], [[{"phrase": "x", "category": "A", "boxes": []}]], r"non-empty list"),
+        (
+            [[]],
+            [[finding((0, 0, math.nan, 1))]],
+            r"references\[0\]\[0\]\['boxes'\]\[0\]\[2\]: expected a finite",
+        ),
+        (["oops"], [[]], r"predictions\[0\]: expected a list"),
+    ],
+)
+def test_bad_input_names_the_sample(predictions, references, message):
+    with pytest.raises(ValueError, match=message):
+        compute_grounding_metrics(predictions, references)
