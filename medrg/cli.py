@@ -20,11 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         sub_parser.set_defaults(_module=module_name)
-    # Parse the command first so only its module is imported (keeps `medrg --help` fast).
-    args, _ = parser.parse_known_args(argv)
+    # Only the chosen command's module is imported (keeps `medrg --help` fast); its arguments are added
+    # before parsing so that `medrg evaluate --help` lists them.
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    if command in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+        module.add_arguments(sub.choices[command])
+    args = parser.parse_args(words)
     module = importlib.import_module(args._module)
-    module.add_arguments(sub.choices[args.command])
-    args = parser.parse_args(argv)
     return int(module.run(args) or 0)
 
 

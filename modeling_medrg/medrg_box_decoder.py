@@ -109,8 +109,11 @@ class MedRGBoxDecoderLayer(nn.Module):
 
 class MedRGPhraseAttention(nn.Module):
     """Reads the phrase of each `<BOX>`: its hidden state attends to the LM hidden states before it, with a
-    learned bias per token distance, so the query carries the phrase's words and not only the `<BOX>` state
-    (a small LM's `<BOX>` state is mostly busy predicting the next separator)."""
+    recency bias per token distance (a fixed ALiBi-like slope plus a learned correction), so the query carries
+    the phrase's words and not only the `<BOX>` state (a small LM's `<BOX>` state is mostly busy predicting the
+    next separator)."""
+
+    recency_slope = 0.5
 
     def __init__(self, hidden_dim: int, dim: int, max_distance: int = 32):
         super().__init__()
@@ -136,7 +139,9 @@ class MedRGPhraseAttention(nn.Module):
         valid = distance >= 0
         if attention_mask is not None:
             valid = valid & attention_mask[batch_index].bool()
-        scores = scores + self.distance_bias(distance.clamp(0, self.max_distance)).squeeze(-1).to(scores.dtype)
+        clamped = distance.clamp(0, self.max_distance)
+        bias = self.distance_bias(clamped).squeeze(-1) - self.recency_slope * clamped
+        scores = scores + bias.to(scores.dtype)
         weights = torch.softmax(scores.float().masked_fill(~valid, float("-inf")), dim=-1).to(rows.dtype)
         return torch.einsum("ml,mld->md", weights, self.value(rows))
 
@@ -183,7 +188,7 @@ class MedRGBoxDecoder(nn.Module):
         num, height, width, _ = feature_grid.shape
         phrase = self.phrase_attention(hidden_states, attention_mask, batch_index, positions)
         box_hidden_states = torch.cat((hidden_states[batch_index, positions], phrase.to(hidden_states.dtype)), -1)
-        memory = self.memory_norm(self.memory_proj(feature_grid.reshape(num, height * width, -1)))
+        memory = self.memory_norm(self.memory_proj(feature_grid.reshape(num, height * width, feature_grid.shape[-1])))
         memory_keys = memory + grid_positions(height, width, self.dim, memory.device, memory.dtype)[None]
         feature_map = memory.transpose(1, 2).reshape(num, self.dim, height, width)
         queries = self.query_proj(box_hidden_states.to(memory.dtype)).reshape(num, self.num_queries, self.dim)

@@ -304,7 +304,12 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
                 grid = self._encode(self.grounding_encoder, source.to(self.grounding_encoder.dtype))
             last_hidden = lm_outputs.hidden_states[-1]
             batch_index, positions = box_positions[:, 0], box_positions[:, 1]
-            all_boxes, score_logits = self.box_decoder(last_hidden, attention_mask, batch_index, positions, grid)
+            if box_positions.shape[0] > 0:
+                all_boxes, score_logits = self.box_decoder(last_hidden, attention_mask, batch_index, positions, grid)
+            else:  # no <BOX> in the batch: empty predictions (the losses below are zero)
+                k, layers = self.config.num_box_queries, self.config.box_decoder_layers + 1
+                all_boxes = last_hidden.new_zeros(layers, 0, k, 4)
+                score_logits = last_hidden.new_zeros(0, k)
             output.pred_boxes = all_boxes[-1]
             output.pred_scores = score_logits.sigmoid()
             output.box_batch_index = batch_index
@@ -359,9 +364,8 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             selected = batch_index == sample
             order[selected] = torch.arange(int(selected.sum()), device=order.device)
         if num_box_tokens == 0:
-            # keep every decoder parameter in the graph (DDP) with a zero loss
-            zero = all_boxes.sum() * 0.0 + score_logits.float().sum() * 0.0
-            zero = zero + sum(p.sum() for p in self.box_decoder.parameters()) * 0.0
+            # keep every decoder parameter in the graph (DDP needs a gradient for each) with a zero loss
+            zero = sum(p.sum() for p in self.box_decoder.parameters()) * 0.0
             return zero, zero, zero
 
         l1_total = all_boxes.new_zeros(())

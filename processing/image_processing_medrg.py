@@ -88,7 +88,7 @@ def xray_to_intensity(image, max_pixels: int) -> torch.Tensor:
     to its own min..max range, because X-ray detectors use 10-16 of the 16 bits. Colour is turned into luma and
     an alpha channel is dropped (radiographs are opaque).
     """
-    if hasattr(image, "mode") and hasattr(image, "size"):  # PIL image
+    if hasattr(image, "getbands") and hasattr(image, "mode"):  # PIL image (no PIL import needed)
         width, height = image.size
         if width * height > max_pixels:
             raise ValueError(

@@ -83,12 +83,16 @@ class ReportGroundingPipeline(Pipeline):
             image, text = inputs, report
         if text is None:
             raise ValueError("The report-grounding pipeline needs a report: pipe(image, report='...')")
-        return self.processor(images=_load_image(image), text=text, return_tensors="pt")
+        inputs = self.processor(images=_load_image(image), text=text, return_tensors="pt")
+        # The batching collate of transformers pipelines stacks a key named "image" and pads input_ids with the
+        # tokenizer; "pixel_values" would need an image processor object, which MedRG keeps inside its processor.
+        inputs["image"] = inputs.pop("pixel_values")
+        return inputs
 
     def _forward(self, model_inputs, max_new_tokens: int = 64):
         output = self.model.generate_grounding(
             input_ids=model_inputs["input_ids"],
-            pixel_values=model_inputs["pixel_values"],
+            pixel_values=model_inputs["image"],
             attention_mask=model_inputs["attention_mask"],
             max_new_tokens=max_new_tokens,
         )

@@ -192,7 +192,7 @@ class MedRGProcessor(ProcessorMixin):
             raise TypeError(f"MedRGProcessor got unexpected arguments: {sorted(kwargs)}")
         if images is None or text is None:
             raise ValueError("MedRGProcessor needs both images and text (the reports)")
-        single = isinstance(text, str)
+        single = not isinstance(text, (list, tuple))
         reports = [text] if single else list(text)
         image_list = [images] if (single or not isinstance(images, (list, tuple))) else list(images)
         if len(image_list) != len(reports):

@@ -1,0 +1,64 @@
+"""Shared fixtures; transformers deprecation messages fail the test that triggers them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+class _DeprecationCollector(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "deprecat" in message.lower():
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def transformers_deprecations_are_errors():
+    """transformers reports many deprecations through its logger (not the warnings module): fail on them too.
+    Python-level DeprecationWarning/FutureWarning from transformers are errors through pyproject's filterwarnings."""
+    collector = _DeprecationCollector()
+    logger = logging.getLogger("transformers")
+    logger.addHandler(collector)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=FutureWarning, module=r"transformers(\.|$)")
+        warnings.filterwarnings("error", category=DeprecationWarning, module=r"transformers(\.|$)")
+        yield
+    logger.removeHandler(collector)
+    if collector.messages:
+        pytest.fail("transformers deprecation message(s): " + " | ".join(collector.messages))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The tiny random model and processor (shared; tests that train build their own)."""
+    import medrg
+
+    model, processor = medrg.build_tiny_medrg(seed=0)
+    model.eval()
+    return model, processor
+
+
+def xray_like(height: int = 96, width: int = 80, seed: int = 0, boxes=()) -> np.ndarray:
+    """A uint8 radiograph-like array with bright rectangles at the given xyxy boxes."""
+    rng = np.random.RandomState(seed)
+    image = (rng.rand(height, width) * 40 + 30).astype(np.uint8)
+    for x0, y0, x1, y1 in boxes:
+        image[int(y0) : int(y1), int(x0) : int(x1)] = 220
+    return image

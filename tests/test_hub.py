@@ -1,0 +1,153 @@
+"""Hub round trip in a fresh process where `medrg` cannot be imported, and the hub-code import rule."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT, xray_like
+from PIL import Image
+from transformers import pipeline
+
+MODEL_HUB_DIR = REPO_ROOT / "modeling_medrg"
+PROCESSOR_HUB_DIR = REPO_ROOT / "processing"
+REPORTS = ["Nodule in the right upper lobe. No effusion.", "Consolidation in the left lower lobe."]
+
+FRESH_PROCESS = r"""
+import json, sys
+sys.modules["medrg"] = None  # any `import medrg` now fails: only the saved hub code may be used
+import torch
+from transformers import AutoConfig, AutoModel, AutoProcessor, pipeline
+folder, images = sys.argv[1], sys.argv[2:]
+config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+inputs = processor(images=[__import__("PIL.Image").Image.open(p) for p in images], text=json.loads(sys.stdin.read()),
+                   return_tensors="pt")
+with torch.no_grad():
+    out = model(**inputs)
+pipe = pipeline("report-grounding", model=folder, trust_remote_code=True)
+records = pipe([{"image": p, "report": r} for p, r in zip(images, json.loads(open(folder + "/reports.json").read()))],
+               max_new_tokens=12)
+print(json.dumps({
+    "config_class": type(config).__name__,
+    "model_module": type(model).__module__,
+    "processor_module": type(processor).__module__,
+    "medrg_loaded": any(name == "medrg" or name.startswith("medrg.") for name in sys.modules if sys.modules[name] is not None),
+    "logits_sum": float(out.logits.double().sum()),
+    "logits_head": out.logits[0, -1, :8].tolist(),
+    "records": records,
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_folder(tiny, tmp_path_factory):
+    model, processor = tiny
+    folder = tmp_path_factory.mktemp("medrg_hub")
+    pipe = pipeline("report-grounding", model=model, processor=processor)
+    pipe.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    images = []
+    for index in range(2):
+        path = folder / f"cxr_{index}.png"
+        Image.fromarray(xray_like(96 + 8 * index, 80, seed=index)).save(path)
+        images.append(str(path))
+    (folder / "reports.json").write_text(json.dumps(REPORTS))
+    return folder, images
+
+
+def test_saved_folder_holds_flat_hub_code_and_auto_map(saved_folder):
+    folder, _ = saved_folder
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"].endswith("modeling_medrg.MedRGForReportGrounding")
+    assert config["auto_map"]["AutoConfig"].endswith("configuration_medrg.MedRGConfig")
+    assert config["custom_pipelines"]["report-grounding"]["impl"].endswith("pipeline_medrg.ReportGroundingPipeline")
+    processor_config = json.loads((folder / "processor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoProcessor"].endswith("processing_medrg.MedRGProcessor")
+    for name in ("modeling_medrg.py", "configuration_medrg.py", "medrg_box_decoder.py", "medrg_box_ops.py",
+                 "processing_medrg.py", "image_processing_medrg.py", "prompting_medrg.py", "pipeline_medrg.py",
+                 "model.safetensors"):
+        assert (folder / name).is_file(), name
+    assert not list(folder.glob("*.bin"))
+
+
+def test_fresh_process_without_medrg_loads_and_matches(tiny, saved_folder):
+    model, processor = tiny
+    folder, images = saved_folder
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(folder.parent / "modules_cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(folder), *images],
+        input=json.dumps(REPORTS), capture_output=True, text=True, env=env, cwd=str(folder.parent), timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    fresh = json.loads(result.stdout.strip().splitlines()[-1])
+    assert fresh["medrg_loaded"] is False
+    assert fresh["config_class"] == "MedRGConfig"
+    assert "medrg" not in fresh["model_module"].split(".")[:1] and fresh["model_module"].endswith("modeling_medrg")
+    assert fresh["processor_module"].endswith("processing_medrg")
+    inputs = processor(images=[Image.open(p) for p in images], text=REPORTS)
+    with torch.no_grad():
+        out = model(**inputs)
+    assert fresh["logits_sum"] == pytest.approx(float(out.logits.double().sum()), abs=1e-6)
+    assert torch.allclose(torch.tensor(fresh["logits_head"]), out.logits[0, -1, :8], atol=0)
+    here = pipeline("report-grounding", model=model, processor=processor)(
+        [{"image": p, "report": r} for p, r in zip(images, REPORTS)], max_new_tokens=12)
+    assert fresh["records"] == here
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, 0) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", node.level))
+    return found
+
+
+def _hub_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.py") if p.name != "__init__.py")
+
+
+# numpy and Pillow are hard dependencies of transformers' image stack; the processor needs them to decode
+# 16-bit radiographs. The model files stay on torch + transformers only.
+ALLOWED = {MODEL_HUB_DIR: {"torch", "transformers"}, PROCESSOR_HUB_DIR: {"torch", "transformers", "numpy", "PIL"}}
+
+
+@pytest.mark.parametrize("folder", [MODEL_HUB_DIR, PROCESSOR_HUB_DIR], ids=["model", "processor"])
+def test_hub_files_import_only_allowed_modules(folder):
+    siblings = {p.stem for p in _hub_files(folder)}
+    for path in _hub_files(folder):
+        for module, level in _imports(path):
+            where = f"{path.name}: {'.' * level}{module}"
+            if level:
+                assert level == 1 and module in siblings, f"{where} is not a flat sibling import"
+                continue
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or module == "__future__":
+                continue
+            assert top in ALLOWED[folder], f"{where} imports a package hub code may not use"
+            assert not any(part.startswith("_") for part in module.split(".")), f"{where} is private API"
+        source = path.read_text()
+        assert ".cuda(" not in source, f"{path.name} calls .cuda()"
+        assert "open(" not in source.replace("Image.open(", ""), f"{path.name} does file I/O"
+
+
+def test_processor_hub_code_does_not_import_model_code():
+    for path in _hub_files(PROCESSOR_HUB_DIR):
+        for module, _ in _imports(path):
+            assert "modeling" not in module and "configuration" not in module, f"{path.name}: {module}"
+
+
+def test_model_and_processor_hub_file_names_do_not_collide():
+    model_names = {p.name for p in _hub_files(MODEL_HUB_DIR)}
+    processor_names = {p.name for p in _hub_files(PROCESSOR_HUB_DIR)}
+    assert not model_names & processor_names

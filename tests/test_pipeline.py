@@ -1,0 +1,95 @@
+"""pipeline("report-grounding"): input forms, batching, options, record format, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import xray_like
+from PIL import Image
+from transformers import pipeline
+
+REPORTS = ["Nodule in the right upper lobe.", "Left pleural effusion and cardiomegaly.", "No acute disease."]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny):
+    model, processor = tiny
+    return pipeline("report-grounding", model=model, processor=processor)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imgs")
+    path = folder / "cxr.png"
+    Image.fromarray(xray_like(100, 90, seed=2)).save(path)
+    return [Image.fromarray(xray_like(96, 80, seed=0)), str(path), xray_like(70, 120, seed=1)]
+
+
+def _check_records(records, width, height):
+    assert isinstance(records, list)
+    for record in records:
+        assert set(record) == {"label", "score", "box"}
+        assert isinstance(record["label"], str) and 0.0 <= record["score"] <= 1.0
+        box = record["box"]
+        assert set(box) == {"xmin", "ymin", "xmax", "ymax"}
+        assert all(math.isfinite(v) for v in box.values())
+        assert 0 <= box["xmin"] <= box["xmax"] <= width and 0 <= box["ymin"] <= box["ymax"] <= height
+
+
+def test_input_forms_agree(pipe, images):
+    image = images[0]
+    a = pipe(image, report=REPORTS[0], max_new_tokens=16)
+    b = pipe({"image": image, "report": REPORTS[0]}, max_new_tokens=16)
+    c = pipe([image], report=[REPORTS[0]], max_new_tokens=16)
+    d = pipe([{"image": image, "report": REPORTS[0]}], max_new_tokens=16)
+    assert a == b == c[0] == d[0]
+    _check_records(a, 80, 96)
+
+
+def test_batched_equals_single(pipe, images):
+    inputs = [{"image": im, "report": r} for im, r in zip(images, REPORTS)]
+    single = [pipe(x, max_new_tokens=16) for x in inputs]
+    batched = pipe(inputs, batch_size=3, max_new_tokens=16)
+    assert len(batched) == 3
+    for one, many in zip(single, batched):
+        assert [r["label"] for r in one] == [r["label"] for r in many]
+        for r1, r2 in zip(one, many):
+            assert abs(r1["score"] - r2["score"]) <= 1e-5
+            assert all(abs(r1["box"][k] - r2["box"][k]) <= 1e-3 for k in r1["box"])  # pixels: 1e-5 of the frame
+
+
+def test_threshold_one_keeps_only_each_phrase_best_box(pipe, images):
+    records = pipe(images[0], report=REPORTS[1], threshold=1.0, max_new_tokens=24)
+    labels = [r["label"] for r in records]
+    assert len(labels) == len(set(labels))
+    assert pipe(images[0], report=REPORTS[1], threshold=1.0, keep_top_box=False, max_new_tokens=24) == []
+
+
+def test_path_image_shape_is_the_callers(pipe, images):
+    _check_records(pipe(images[1], report=REPORTS[0], max_new_tokens=16), 90, 100)
+    _check_records(pipe(images[2], report=REPORTS[0], max_new_tokens=16), 120, 70)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p, d: p(str(d / "missing.png"), report="Nodule."), "Image file not found"),
+        (lambda p, d: p(str(d / "corrupt.png"), report="Nodule."), "Cannot read image file"),
+        (lambda p, d: p(np.zeros((0, 5), np.uint8), report="Nodule."), "zero size"),
+        (lambda p, d: p(xray_like(), report=""), "report is empty"),
+        (lambda p, d: p(xray_like()), "needs a report"),
+        (lambda p, d: p({"image": xray_like()}), "needs 'image' and 'report'"),
+        (lambda p, d: p([xray_like(), xray_like()], report="one"), "list of reports of the same length"),
+    ],
+)
+def test_bad_input_is_a_clear_error(pipe, tmp_path, call, message):
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(ValueError, match=message):
+        call(pipe, tmp_path)
+
+
+def test_non_string_report_is_a_type_error(pipe):
+    with pytest.raises(TypeError, match="report must be a string"):
+        pipe(xray_like(), report=123)
