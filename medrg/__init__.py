@@ -10,6 +10,7 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from medrg.default_model import DEFAULT_MODEL_DIR
 from medrg.modeling_medrg.configuration_medrg import MedRGConfig
 from medrg.modeling_medrg.modeling_medrg import (
     MedRGForReportGrounding,
@@ -31,8 +32,13 @@ def _register() -> None:
     MedRGConfig.register_for_auto_class()
     MedRGForReportGrounding.register_for_auto_class("AutoModel")
     MedRGProcessor.register_for_auto_class()
+    # `pipeline("report-grounding")` without a model uses the embedded default model
     PIPELINE_REGISTRY.register_pipeline(
-        TASK, pipeline_class=ReportGroundingPipeline, pt_model=AutoModel, type="multimodal"
+        TASK,
+        pipeline_class=ReportGroundingPipeline,
+        pt_model=AutoModel,
+        default={"model": (str(DEFAULT_MODEL_DIR), "main")},
+        type="multimodal",
     )
 
 
@@ -57,6 +63,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "DEFAULT_MODEL_DIR",
     "TASK",
     "MedRGConfig",
     "MedRGForReportGrounding",

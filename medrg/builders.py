@@ -57,7 +57,9 @@ def build_tiny_medrg(
     config_dict.update(config_overrides)
     text = config_dict["text_config"]
     text.update(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     config = MedRGConfig(
         **config_dict,
@@ -101,7 +103,9 @@ def build_medrg_from_backbones(
     text_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     if dtype is not None:
         text_kwargs["dtype"] = dtype
-    tokenizer = AutoTokenizer.from_pretrained(text_model_path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    tokenizer = AutoTokenizer.from_pretrained(
+        text_model_path, **({"gguf_file": gguf_file} if gguf_file else {})
+    )
     add_grounding_tokens(tokenizer)
     model = MedRGForReportGrounding.from_backbones(
         text_model_path,

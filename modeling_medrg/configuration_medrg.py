@@ -49,7 +49,9 @@ class MedRGConfig(PreTrainedConfig):
     sub_configs_defaults = {
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
-        "grounding_vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", optional=True),
+        "grounding_vision_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="clip_vision_model", optional=True
+        ),
     }
 
     text_config: dict | PreTrainedConfig | None = None
@@ -116,8 +118,15 @@ class MedRGConfig(PreTrainedConfig):
                 f"MedRGConfig.box_feature_source must be one of {_BOX_FEATURE_SOURCES}, got {self.box_feature_source!r}"
             )
         if self.box_feature_source == "grounding_encoder" and self.grounding_vision_config is None:
-            raise ValueError('MedRGConfig.box_feature_source="grounding_encoder" needs a grounding_vision_config')
-        for name in ("lm_loss_weight", "box_l1_loss_weight", "box_giou_loss_weight", "box_confidence_loss_weight"):
+            raise ValueError(
+                'MedRGConfig.box_feature_source="grounding_encoder" needs a grounding_vision_config'
+            )
+        for name in (
+            "lm_loss_weight",
+            "box_l1_loss_weight",
+            "box_giou_loss_weight",
+            "box_confidence_loss_weight",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"MedRGConfig.{name} must be a number >= 0, got {value!r}")
@@ -126,7 +135,9 @@ class MedRGConfig(PreTrainedConfig):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"MedRGConfig.{name} must be a non-negative integer or None, got {value!r}")
         if self.image_token_id is not None and self.image_token_id == self.box_token_id:
-            raise ValueError(f"MedRGConfig.image_token_id and box_token_id must differ, both are {self.image_token_id}")
+            raise ValueError(
+                f"MedRGConfig.image_token_id and box_token_id must differ, both are {self.image_token_id}"
+            )
 
 
 __all__ = ["MedRGConfig"]

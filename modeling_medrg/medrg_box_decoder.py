@@ -77,13 +77,19 @@ class MedRGBoxDecoderLayer(nn.Module):
         """
         num, k, _ = boxes.shape
         s = self.sampling_points
-        steps = (torch.arange(s, device=boxes.device, dtype=boxes.dtype) + 0.5) / s - 0.5  # cell centres in [-.5,.5]
+        steps = (
+            torch.arange(s, device=boxes.device, dtype=boxes.dtype) + 0.5
+        ) / s - 0.5  # cell centres in [-.5,.5]
         offset_y, offset_x = torch.meshgrid(steps, steps, indexing="ij")
         offsets = torch.stack((offset_x.flatten(), offset_y.flatten()), dim=-1)  # (S*S, 2)
         centres, sizes = boxes[..., :2], boxes[..., 2:]
-        points = centres[:, :, None, :] + offsets[None, None] * sizes[:, :, None, :]  # (M, K, S*S, 2) in [0, 1]
+        points = (
+            centres[:, :, None, :] + offsets[None, None] * sizes[:, :, None, :]
+        )  # (M, K, S*S, 2) in [0, 1]
         grid = (points * 2 - 1).to(feature_map.dtype)
-        sampled = F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = F.grid_sample(
+            feature_map, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
         return sampled.permute(0, 2, 3, 1).reshape(num, k, s * s * feature_map.shape[1])
 
     def forward(
@@ -95,7 +101,9 @@ class MedRGBoxDecoderLayer(nn.Module):
         feature_map: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """queries `(M, K, D)`, boxes `(M, K, 4)`, memory/memory_keys `(M, H*W, D)`, feature_map `(M, D, H, W)`."""
-        position = self.box_position(sine_embedding(boxes, queries.shape[-1] // 2).reshape(*boxes.shape[:2], -1))
+        position = self.box_position(
+            sine_embedding(boxes, queries.shape[-1] // 2).reshape(*boxes.shape[:2], -1)
+        )
         x = self.norm_self(queries) + position
         queries = queries + self.self_attn(x, x, self.norm_self(queries), need_weights=False)[0]
         x = self.norm_cross(queries) + position
@@ -161,7 +169,9 @@ class MedRGBoxDecoder(nn.Module):
         self.memory_norm = nn.LayerNorm(dim)
         self.initial_box_head = MedRGMLP(dim, dim, 4, 3)
         self.layers = nn.ModuleList(
-            MedRGBoxDecoderLayer(dim, config.box_decoder_heads, config.box_decoder_ffn_dim, config.box_sampling_points)
+            MedRGBoxDecoderLayer(
+                dim, config.box_decoder_heads, config.box_decoder_ffn_dim, config.box_sampling_points
+            )
             for _ in range(config.box_decoder_layers)
         )
         self.score_head = nn.Linear(dim, 1)
@@ -187,8 +197,12 @@ class MedRGBoxDecoder(nn.Module):
         feature_grid = feature_grid[batch_index]
         num, height, width, _ = feature_grid.shape
         phrase = self.phrase_attention(hidden_states, attention_mask, batch_index, positions)
-        box_hidden_states = torch.cat((hidden_states[batch_index, positions], phrase.to(hidden_states.dtype)), -1)
-        memory = self.memory_norm(self.memory_proj(feature_grid.reshape(num, height * width, feature_grid.shape[-1])))
+        box_hidden_states = torch.cat(
+            (hidden_states[batch_index, positions], phrase.to(hidden_states.dtype)), -1
+        )
+        memory = self.memory_norm(
+            self.memory_proj(feature_grid.reshape(num, height * width, feature_grid.shape[-1]))
+        )
         memory_keys = memory + grid_positions(height, width, self.dim, memory.device, memory.dtype)[None]
         feature_map = memory.transpose(1, 2).reshape(num, self.dim, height, width)
         queries = self.query_proj(box_hidden_states.to(memory.dtype)).reshape(num, self.num_queries, self.dim)

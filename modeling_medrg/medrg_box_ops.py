@@ -21,9 +21,9 @@ def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def box_area(boxes_xyxy: torch.Tensor) -> torch.Tensor:
-    return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]).clamp(min=0) * (boxes_xyxy[..., 3] - boxes_xyxy[..., 1]).clamp(
-        min=0
-    )
+    return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]).clamp(min=0) * (
+        boxes_xyxy[..., 3] - boxes_xyxy[..., 1]
+    ).clamp(min=0)
 
 
 def pairwise_iou_giou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

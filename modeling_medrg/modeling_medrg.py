@@ -142,7 +142,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             _feature_channels(config.vision_config), text_dim, config.projector_hidden_act
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        grounding_config = config.grounding_vision_config if self.grounding_encoder is not None else config.vision_config
+        grounding_config = (
+            config.grounding_vision_config if self.grounding_encoder is not None else config.vision_config
+        )
         self.box_decoder = MedRGBoxDecoder(config, text_dim, _feature_channels(grounding_config))
         self.post_init()
 
@@ -168,7 +170,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         if features.dim() == 4:  # CNN map (batch, channels, height, width)
             return features.permute(0, 2, 3, 1)
         if features.dim() != 3:
-            raise ValueError(f"Vision features must be 3-D tokens or a 4-D map, got shape {tuple(features.shape)}")
+            raise ValueError(
+                f"Vision features must be 3-D tokens or a 4-D map, got shape {tuple(features.shape)}"
+            )
         if self.config.vision_feature_select == "default":
             features = features[:, 1:]
         side = int(round(features.shape[1] ** 0.5))
@@ -199,7 +203,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         dtype = next(self.vision_tower.parameters()).dtype
         was_training = self.training
         self.eval()
-        tokens, _ = self.image_features(torch.zeros(1, channels, image_size, image_size, device=device, dtype=dtype))
+        tokens, _ = self.image_features(
+            torch.zeros(1, channels, image_size, image_size, device=device, dtype=dtype)
+        )
         self.train(was_training)
         return int(tokens.shape[1])
 
@@ -305,7 +311,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             last_hidden = lm_outputs.hidden_states[-1]
             batch_index, positions = box_positions[:, 0], box_positions[:, 1]
             if box_positions.shape[0] > 0:
-                all_boxes, score_logits = self.box_decoder(last_hidden, attention_mask, batch_index, positions, grid)
+                all_boxes, score_logits = self.box_decoder(
+                    last_hidden, attention_mask, batch_index, positions, grid
+                )
             else:  # no <BOX> in the batch: empty predictions (the losses below are zero)
                 k, layers = self.config.num_box_queries, self.config.box_decoder_layers + 1
                 all_boxes = last_hidden.new_zeros(layers, 0, k, 4)
@@ -316,7 +324,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             output.box_token_positions = positions
             output.intermediate_boxes = all_boxes
             if target_boxes is not None:
-                l1, giou, conf = self._box_losses(all_boxes, score_logits, batch_index, target_boxes, target_boxes_mask)
+                l1, giou, conf = self._box_losses(
+                    all_boxes, score_logits, batch_index, target_boxes, target_boxes_mask
+                )
                 output.box_l1_loss, output.box_giou_loss, output.box_confidence_loss = l1, giou, conf
 
         if labels is not None:
@@ -383,10 +393,13 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
                     "(config.num_box_queries); the extra boxes are not supervised"
                 )
             with torch.no_grad():
-                pred_xyxy = box_cxcywh_to_xyxy(final[m])
+                # match on the cost summed over all layers: a query keeps its target from step to step instead of
+                # flipping with the last layer's noise (Hungarian flips are what make DETR-style decoders slow)
                 gt_xyxy = box_cxcywh_to_xyxy(gt)
-                _, giou = pairwise_iou_giou(pred_xyxy, gt_xyxy)
-                cost = weight_l1 * torch.cdist(final[m], gt, p=1) - weight_giou * giou
+                cost = gt.new_zeros(num_queries, gt.shape[0])
+                for layer in range(num_layers):
+                    _, giou = pairwise_iou_giou(box_cxcywh_to_xyxy(all_boxes[layer, m]), gt_xyxy)
+                    cost += weight_l1 * torch.cdist(all_boxes[layer, m], gt, p=1) - weight_giou * giou
                 pairs = linear_sum_assignment(cost.cpu().tolist())
             rows = torch.tensor([p[0] for p in pairs], device=gt.device)
             cols = torch.tensor([p[1] for p in pairs], device=gt.device)

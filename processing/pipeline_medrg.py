@@ -51,7 +51,22 @@ class ReportGroundingPipeline(Pipeline):
         # batching pads with the processor's tokenizer, on the left as generation needs
         self.tokenizer = self.processor.tokenizer
 
-    def _sanitize_parameters(self, report=None, threshold=None, max_new_tokens=None, keep_top_box=None, **kwargs):
+    def save_pretrained(self, save_directory, **kwargs):
+        # the registered default model is a folder of the local installation: keep it out of saved configs
+        registered = getattr(type(self), "_registered_impl", None)
+        if registered:
+            self._registered_impl = {
+                task: {key: value for key, value in impl.items() if key != "default"}
+                for task, impl in registered.items()
+            }
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.__dict__.pop("_registered_impl", None)
+
+    def _sanitize_parameters(
+        self, report=None, threshold=None, max_new_tokens=None, keep_top_box=None, **kwargs
+    ):
         preprocess, forward, postprocess = {}, {}, {}
         if report is not None:
             preprocess["report"] = report

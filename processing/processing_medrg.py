@@ -110,7 +110,11 @@ class MedRGProcessor(ProcessorMixin):
 
     def _prompt_ids(self, report: str, answer_length: int, index: int) -> list[int]:
         head, tail = prompt_pieces(self.instruction)
-        start = [self.tokenizer.bos_token_id] if self.add_bos_token and self.tokenizer.bos_token_id is not None else []
+        start = (
+            [self.tokenizer.bos_token_id]
+            if self.add_bos_token and self.tokenizer.bos_token_id is not None
+            else []
+        )
         fixed_head = start + [self.image_token_id] * self.num_image_tokens + self._encode(head)
         fixed_tail = self._encode(tail)
         report_ids = self._encode(sanitize_text(report, [self.image_token, self.box_token]))
@@ -148,7 +152,9 @@ class MedRGProcessor(ProcessorMixin):
             raise ValueError(f"Sample {index}: the report is empty")
         return report
 
-    def _finding_boxes(self, finding, index: int, finding_index: int, geometry: LetterboxGeometry) -> torch.Tensor:
+    def _finding_boxes(
+        self, finding, index: int, finding_index: int, geometry: LetterboxGeometry
+    ) -> torch.Tensor:
         where = f"findings[{index}][{finding_index}]"
         if not isinstance(finding, dict) or "phrase" not in finding or "boxes" not in finding:
             raise ValueError(f"{where} must be a dict with 'phrase' and 'boxes', got {finding!r}")
@@ -163,20 +169,28 @@ class MedRGProcessor(ProcessorMixin):
             try:
                 values = [float(v) for v in box]
             except (TypeError, ValueError):
-                raise ValueError(f"{box_where} must be 4 numbers [xmin, ymin, xmax, ymax], got {box!r}") from None
+                raise ValueError(
+                    f"{box_where} must be 4 numbers [xmin, ymin, xmax, ymax], got {box!r}"
+                ) from None
             if len(values) != 4:
-                raise ValueError(f"{box_where} must have 4 numbers [xmin, ymin, xmax, ymax], got {len(values)}")
+                raise ValueError(
+                    f"{box_where} must have 4 numbers [xmin, ymin, xmax, ymax], got {len(values)}"
+                )
             tensor = torch.tensor(values, dtype=torch.float32)
             if not torch.isfinite(tensor).all():
                 raise ValueError(f"{box_where} has a NaN or infinite coordinate: {values}")
             if values[2] <= values[0] or values[3] <= values[1]:
-                raise ValueError(f"{box_where} has zero or negative area: {values} (need xmax > xmin, ymax > ymin)")
+                raise ValueError(
+                    f"{box_where} has zero or negative area: {values} (need xmax > xmin, ymax > ymin)"
+                )
             out.append(tensor)
         model_xyxy = geometry.image_to_model(torch.stack(out)).clamp(0, 1)
         return xyxy_to_cxcywh(model_xyxy)
 
     # ----- main entry -----
-    def __call__(self, images=None, text=None, findings=None, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+    def __call__(
+        self, images=None, text=None, findings=None, return_tensors: str | None = "pt", **kwargs
+    ) -> BatchFeature:
         """
         Args:
             images: one image or a list (PIL, numpy array or tensor; 8/16-bit, grayscale/RGB/RGBA, any size).
@@ -196,7 +210,9 @@ class MedRGProcessor(ProcessorMixin):
         reports = [text] if single else list(text)
         image_list = [images] if (single or not isinstance(images, (list, tuple))) else list(images)
         if len(image_list) != len(reports):
-            raise ValueError(f"Got {len(image_list)} images for {len(reports)} reports; pass one report per image")
+            raise ValueError(
+                f"Got {len(image_list)} images for {len(reports)} reports; pass one report per image"
+            )
         if findings is not None:
             findings_list = [findings] if single else list(findings)
             if len(findings_list) != len(reports):
@@ -291,7 +307,9 @@ class MedRGProcessor(ProcessorMixin):
             phrases, current = [], []
             for token in ids.tolist():
                 if token == self.box_token_id:
-                    phrases.append(self.tokenizer.decode(current, skip_special_tokens=True).strip(PHRASE_STRIP))
+                    phrases.append(
+                        self.tokenizer.decode(current, skip_special_tokens=True).strip(PHRASE_STRIP)
+                    )
                     current = []
                 else:
                     current.append(token)
@@ -315,7 +333,11 @@ class MedRGProcessor(ProcessorMixin):
                     kept.append(k)
                     x0, y0, x1, y1 = (float(v) for v in pixels[k])
                     records.append(
-                        {"label": phrase, "score": score, "box": {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}}
+                        {
+                            "label": phrase,
+                            "score": score,
+                            "box": {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1},
+                        }
                     )
             results.append(records)
         return results

@@ -8,13 +8,23 @@ from transformers import AutoConfig, LlamaConfig, ResNetConfig
 import medrg
 from medrg import MedRGConfig
 
-TEXT = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
-        "intermediate_size": 64, "vocab_size": 100}
+TEXT = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "vocab_size": 100,
+}
 VISION = {"model_type": "resnet", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
 
 
-@pytest.mark.parametrize("text", [TEXT, LlamaConfig(**{k: v for k, v in TEXT.items() if k != "model_type"}), None])
-@pytest.mark.parametrize("vision", [VISION, ResNetConfig(**{k: v for k, v in VISION.items() if k != "model_type"}), None])
+@pytest.mark.parametrize(
+    "text", [TEXT, LlamaConfig(**{k: v for k, v in TEXT.items() if k != "model_type"}), None]
+)
+@pytest.mark.parametrize(
+    "vision", [VISION, ResNetConfig(**{k: v for k, v in VISION.items() if k != "model_type"}), None]
+)
 def test_sub_configs_accept_dict_config_or_none(text, vision):
     config = MedRGConfig(text_config=text, vision_config=vision, image_token_id=1, box_token_id=2)
     assert config.text_config.model_type == "llama"
@@ -23,8 +33,15 @@ def test_sub_configs_accept_dict_config_or_none(text, vision):
 
 
 def test_round_trip_through_dict_and_folder(tmp_path):
-    config = MedRGConfig(text_config=TEXT, vision_config=VISION, image_token_id=5, box_token_id=6,
-                         num_box_queries=4, box_l1_loss_weight=3.0, num_image_tokens=16)
+    config = MedRGConfig(
+        text_config=TEXT,
+        vision_config=VISION,
+        image_token_id=5,
+        box_token_id=6,
+        num_box_queries=4,
+        box_l1_loss_weight=3.0,
+        num_image_tokens=16,
+    )
     again = MedRGConfig(**config.to_dict())
     assert again.to_dict() == config.to_dict()
     config.save_pretrained(tmp_path)
@@ -61,6 +78,12 @@ def test_equal_token_ids_rejected():
 
 
 def test_separate_grounding_encoder_config():
-    config = MedRGConfig(text_config=TEXT, vision_config=VISION, grounding_vision_config=VISION,
-                         box_feature_source="grounding_encoder", image_token_id=1, box_token_id=2)
+    config = MedRGConfig(
+        text_config=TEXT,
+        vision_config=VISION,
+        grounding_vision_config=VISION,
+        box_feature_source="grounding_encoder",
+        image_token_id=1,
+        box_token_id=2,
+    )
     assert config.grounding_vision_config.model_type == "resnet"

@@ -68,12 +68,23 @@ def test_saved_folder_holds_flat_hub_code_and_auto_map(saved_folder):
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"].endswith("modeling_medrg.MedRGForReportGrounding")
     assert config["auto_map"]["AutoConfig"].endswith("configuration_medrg.MedRGConfig")
-    assert config["custom_pipelines"]["report-grounding"]["impl"].endswith("pipeline_medrg.ReportGroundingPipeline")
+    assert config["custom_pipelines"]["report-grounding"]["impl"].endswith(
+        "pipeline_medrg.ReportGroundingPipeline"
+    )
+    assert "default" not in config["custom_pipelines"]["report-grounding"]  # no local install path leaks
     processor_config = json.loads((folder / "processor_config.json").read_text())
     assert processor_config["auto_map"]["AutoProcessor"].endswith("processing_medrg.MedRGProcessor")
-    for name in ("modeling_medrg.py", "configuration_medrg.py", "medrg_box_decoder.py", "medrg_box_ops.py",
-                 "processing_medrg.py", "image_processing_medrg.py", "prompting_medrg.py", "pipeline_medrg.py",
-                 "model.safetensors"):
+    for name in (
+        "modeling_medrg.py",
+        "configuration_medrg.py",
+        "medrg_box_decoder.py",
+        "medrg_box_ops.py",
+        "processing_medrg.py",
+        "image_processing_medrg.py",
+        "prompting_medrg.py",
+        "pipeline_medrg.py",
+        "model.safetensors",
+    ):
         assert (folder / name).is_file(), name
     assert not list(folder.glob("*.bin"))
 
@@ -84,13 +95,20 @@ def test_fresh_process_without_medrg_loads_and_matches(tiny, saved_folder):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(folder.parent / "modules_cache")}
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, str(folder), *images],
-        input=json.dumps(REPORTS), capture_output=True, text=True, env=env, cwd=str(folder.parent), timeout=300,
+        input=json.dumps(REPORTS),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(folder.parent),
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     fresh = json.loads(result.stdout.strip().splitlines()[-1])
     assert fresh["medrg_loaded"] is False
     assert fresh["config_class"] == "MedRGConfig"
-    assert "medrg" not in fresh["model_module"].split(".")[:1] and fresh["model_module"].endswith("modeling_medrg")
+    assert "medrg" not in fresh["model_module"].split(".")[:1] and fresh["model_module"].endswith(
+        "modeling_medrg"
+    )
     assert fresh["processor_module"].endswith("processing_medrg")
     inputs = processor(images=[Image.open(p) for p in images], text=REPORTS)
     with torch.no_grad():
@@ -98,7 +116,8 @@ def test_fresh_process_without_medrg_loads_and_matches(tiny, saved_folder):
     assert fresh["logits_sum"] == pytest.approx(float(out.logits.double().sum()), abs=1e-6)
     assert torch.allclose(torch.tensor(fresh["logits_head"]), out.logits[0, -1, :8], atol=0)
     here = pipeline("report-grounding", model=model, processor=processor)(
-        [{"image": p, "report": r} for p, r in zip(images, REPORTS)], max_new_tokens=12)
+        [{"image": p, "report": r} for p, r in zip(images, REPORTS)], max_new_tokens=12
+    )
     assert fresh["records"] == here
 
 
@@ -119,7 +138,10 @@ def _hub_files(folder: Path) -> list[Path]:
 
 # numpy and Pillow are hard dependencies of transformers' image stack; the processor needs them to decode
 # 16-bit radiographs. The model files stay on torch + transformers only.
-ALLOWED = {MODEL_HUB_DIR: {"torch", "transformers"}, PROCESSOR_HUB_DIR: {"torch", "transformers", "numpy", "PIL"}}
+ALLOWED = {
+    MODEL_HUB_DIR: {"torch", "transformers"},
+    PROCESSOR_HUB_DIR: {"torch", "transformers", "numpy", "PIL"},
+}
 
 
 @pytest.mark.parametrize("folder", [MODEL_HUB_DIR, PROCESSOR_HUB_DIR], ids=["model", "processor"])

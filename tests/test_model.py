@@ -11,8 +11,10 @@ import medrg
 
 FINDINGS = [
     [{"phrase": "nodule in the right upper lobe", "boxes": [[10, 12, 24, 26]]}],
-    [{"phrase": "left pleural effusion", "boxes": [[50, 60, 78, 90]]},
-     {"phrase": "bilateral effusions", "boxes": [[2, 75, 20, 94], [60, 75, 78, 94]]}],
+    [
+        {"phrase": "left pleural effusion", "boxes": [[50, 60, 78, 90]]},
+        {"phrase": "bilateral effusions", "boxes": [[2, 75, 20, 94], [60, 75, 78, 94]]},
+    ],
     [],
 ]
 REPORTS = ["Nodule in the right upper lobe.", "Left pleural effusion. Bilateral effusions.", "Normal chest."]
@@ -35,7 +37,7 @@ def test_forward_returns_every_loss_part_and_box_per_finding(tiny):
     assert ((out.pred_boxes >= 0) & (out.pred_boxes <= 1)).all()
     assert ((out.pred_scores >= 0) & (out.pred_scores <= 1)).all()
     assert out.intermediate_boxes.shape == (model.config.box_decoder_layers + 1, 3, k, 4)
-    weighted = (out.lm_loss + 5.0 * out.box_l1_loss + 2.0 * out.box_giou_loss + out.box_confidence_loss)
+    weighted = out.lm_loss + 5.0 * out.box_l1_loss + 2.0 * out.box_giou_loss + out.box_confidence_loss
     assert torch.allclose(out.loss, weighted)
     assert out.logits.shape[:2] == batch["input_ids"].shape
 
@@ -104,8 +106,13 @@ def test_box_as_last_generated_token_is_grounded(tiny):
     inputs = processor(images=[xray_like(), xray_like(seed=1)], text=REPORTS[:2])
     first = processor.tokenizer.encode("nodule", add_special_tokens=False)[0]
     force = LogitsProcessorList([ForceBoxLast(first, processor.box_token_id, inputs["input_ids"].shape[1])])
-    out = model.generate_grounding(inputs["input_ids"], inputs["pixel_values"], inputs["attention_mask"],
-                                   max_new_tokens=2, logits_processor=force)
+    out = model.generate_grounding(
+        inputs["input_ids"],
+        inputs["pixel_values"],
+        inputs["attention_mask"],
+        max_new_tokens=2,
+        logits_processor=force,
+    )
     assert out.sequences[:, -1].tolist() == [processor.box_token_id] * 2
     assert [b.shape for b in out.pred_boxes] == [(1, model.config.num_box_queries, 4)] * 2
     records = processor.post_process_grounding(out, inputs["image_sizes"])
@@ -142,7 +149,9 @@ def test_sdpa_and_eager_attention_agree(tiny, tmp_path):
     outputs = {}
     for implementation in ("sdpa", "eager"):
         # per sub-model: the ResNet vision tower has no attention
-        loaded = AutoModel.from_pretrained(tmp_path, attn_implementation={"text_config": implementation}).eval()
+        loaded = AutoModel.from_pretrained(
+            tmp_path, attn_implementation={"text_config": implementation}
+        ).eval()
         assert loaded.language_model.config._attn_implementation == implementation
         with torch.no_grad():
             outputs[implementation] = loaded(**batch)

@@ -57,7 +57,9 @@ def test_batched_equals_single(pipe, images):
         assert [r["label"] for r in one] == [r["label"] for r in many]
         for r1, r2 in zip(one, many):
             assert abs(r1["score"] - r2["score"]) <= 1e-5
-            assert all(abs(r1["box"][k] - r2["box"][k]) <= 1e-3 for k in r1["box"])  # pixels: 1e-5 of the frame
+            assert all(
+                abs(r1["box"][k] - r2["box"][k]) <= 1e-3 for k in r1["box"]
+            )  # pixels: 1e-5 of the frame
 
 
 def test_threshold_one_keeps_only_each_phrase_best_box(pipe, images):

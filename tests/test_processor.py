@@ -8,15 +8,24 @@ import numpy as np
 import pytest
 import torch
 from conftest import xray_like
-from PIL import Image
-
-from medrg import MedRGProcessor
 from medrg.modeling_medrg.medrg_box_ops import box_cxcywh_to_xyxy
 from medrg.processing.image_processing_medrg import LetterboxGeometry, cxcywh_to_xyxy
 from medrg.processing.prompting_medrg import ANSWER_PREFIX
+from PIL import Image
 
-CONTEXTS = ["<BOX>", " <BOX>", "<BOX>.", "nodule<BOX>", "a<BOX>b", "lobe <BOX>; mass<BOX>.", "\n<BOX>\n",
-            "consolidation<BOX><BOX>", "ÄÖ<BOX>é"]
+from medrg import MedRGProcessor
+
+CONTEXTS = [
+    "<BOX>",
+    " <BOX>",
+    "<BOX>.",
+    "nodule<BOX>",
+    "a<BOX>b",
+    "lobe <BOX>; mass<BOX>.",
+    "\n<BOX>\n",
+    "consolidation<BOX><BOX>",
+    "ÄÖ<BOX>é",
+]
 
 
 @pytest.mark.parametrize("text", CONTEXTS)
@@ -38,15 +47,23 @@ def test_box_token_survives_save_and_load(tiny, tmp_path):
         "x<BOX>y", add_special_tokens=False
     )
     assert (loaded.image_size, loaded.num_image_tokens, loaded.max_length) == (
-        processor.image_size, processor.num_image_tokens, processor.max_length)
+        processor.image_size,
+        processor.num_image_tokens,
+        processor.max_length,
+    )
 
 
 def test_tokenizer_without_box_token_is_rejected(tiny):
     from medrg.tokenizer import train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer()
-    plain = type(tokenizer)(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<s>", eos_token="</s>",
-                            pad_token="<pad>", unk_token="<unk>")
+    plain = type(tokenizer)(
+        tokenizer_object=tokenizer.backend_tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
     with pytest.raises(ValueError, match="must be ONE special token"):
         MedRGProcessor(tokenizer=plain)
 
@@ -88,7 +105,12 @@ def test_sixteen_bit_keeps_its_contrast(tiny):
 
 def test_letterbox_keeps_aspect_ratio_and_maps_boxes_back():
     geometry = LetterboxGeometry.compute(height=300, width=150, size=64)
-    assert (geometry.scaled_height, geometry.scaled_width, geometry.pad_left, geometry.pad_top) == (64, 32, 16, 0)
+    assert (geometry.scaled_height, geometry.scaled_width, geometry.pad_left, geometry.pad_top) == (
+        64,
+        32,
+        16,
+        0,
+    )
     boxes = torch.tensor([[10.0, 20.0, 140.0, 290.0], [0.0, 0.0, 150.0, 300.0]])
     there = geometry.image_to_model(boxes)
     assert torch.allclose(there[1], torch.tensor([16 / 64, 0.0, 48 / 64, 1.0]))
@@ -105,11 +127,22 @@ def test_box_conversion_copies_agree():
 
 def test_training_inputs_mask_the_prompt_and_place_targets(tiny):
     _, processor = tiny
-    findings = [[{"phrase": "nodule in the right upper lobe", "category": "Nodule", "boxes": [[10, 12, 24, 26]]},
-                 {"phrase": "bilateral effusions", "category": "Effusion", "boxes": [[2, 75, 20, 94], [60, 75, 78, 94]]}],
-                []]
-    batch = processor(images=[xray_like(), xray_like(seed=1)], text=["Nodule. Bilateral effusions.", "Normal."],
-                      findings=findings)
+    findings = [
+        [
+            {"phrase": "nodule in the right upper lobe", "category": "Nodule", "boxes": [[10, 12, 24, 26]]},
+            {
+                "phrase": "bilateral effusions",
+                "category": "Effusion",
+                "boxes": [[2, 75, 20, 94], [60, 75, 78, 94]],
+            },
+        ],
+        [],
+    ]
+    batch = processor(
+        images=[xray_like(), xray_like(seed=1)],
+        text=["Nodule. Bilateral effusions.", "Normal."],
+        findings=findings,
+    )
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert ids.shape == labels.shape == mask.shape
     assert (labels[mask == 0] == -100).all()  # padding
@@ -124,7 +157,10 @@ def test_training_inputs_mask_the_prompt_and_place_targets(tiny):
     assert prompt0.endswith(ANSWER_PREFIX) and "Nodule. Bilateral effusions." in prompt0
     # targets: finding 1 has two boxes, sample 1 none
     assert batch["target_boxes"].shape == (2, 2, 2, 4)
-    assert batch["target_boxes_mask"].tolist() == [[[True, False], [True, True]], [[False, False], [False, False]]]
+    assert batch["target_boxes_mask"].tolist() == [
+        [[True, False], [True, True]],
+        [[False, False], [False, False]],
+    ]
     geometry = LetterboxGeometry.compute(96, 80, processor.image_size)
     expected = geometry.image_to_model(torch.tensor([10.0, 12, 24, 26]))
     assert torch.allclose(cxcywh_to_xyxy(batch["target_boxes"][0, 0, 0]), expected, atol=1e-6)
@@ -164,9 +200,16 @@ def _png_bytes(array):
         ({"images": np.zeros((5, 5, 7), np.uint8)}, ValueError, "Image array must be"),
         ({"images": "not an image object"}, TypeError, "Unsupported image type"),
         ({"images": np.full((8, 8), np.nan, np.float32)}, ValueError, "NaN"),
-        ({"images": [xray_like(), xray_like()], "text": ["one report"]}, ValueError, "2 images for 1 reports"),
-        ({"findings": [{"phrase": "x", "boxes": [[5, 5, 1, 9]]}]}, ValueError,
-         r"findings\[0\]\[0\]\['boxes'\]\[0\] has zero or negative area"),
+        (
+            {"images": [xray_like(), xray_like()], "text": ["one report"]},
+            ValueError,
+            "2 images for 1 reports",
+        ),
+        (
+            {"findings": [{"phrase": "x", "boxes": [[5, 5, 1, 9]]}]},
+            ValueError,
+            r"findings\[0\]\[0\]\['boxes'\]\[0\] has zero or negative area",
+        ),
         ({"findings": [{"phrase": "x", "boxes": [[5, 5, float("nan"), 9]]}]}, ValueError, "NaN"),
         ({"findings": [{"phrase": "x", "boxes": [[5, 5, 9]]}]}, ValueError, "must have 4 numbers"),
         ({"findings": [{"phrase": "x", "boxes": []}]}, ValueError, r"\['boxes'\] is empty"),
@@ -185,7 +228,8 @@ def test_bad_input_names_the_problem(tiny, kwargs, error, message):
 
 def test_decompression_bomb_guard(tiny):
     _, processor = tiny
-    small_limit = MedRGProcessor(tokenizer=processor.tokenizer, image_size=64, num_image_tokens=64,
-                                 max_image_pixels=1000)
+    small_limit = MedRGProcessor(
+        tokenizer=processor.tokenizer, image_size=64, num_image_tokens=64, max_image_pixels=1000
+    )
     with pytest.raises(ValueError, match="over the limit of 1000 pixels"):
         small_limit(images=Image.fromarray(xray_like(40, 40)), text="Normal.")
