@@ -1,7 +1,7 @@
 """The box decoder: K box queries per `<BOX>` hidden state, refined coarse-to-fine over the image features.
 
-Each `<BOX>` hidden state is projected to K queries. A first box per query comes from the text alone; every
-decoder layer then (1) lets the K queries of one `<BOX>` attend to each other, (2) cross-attends to the whole
+Each `<BOX>` hidden state (plus a read-out of its phrase) is projected to K queries. A first box per query comes
+from the query after one global cross-attention to the image; every decoder layer then (1) lets the K queries of one `<BOX>` attend to each other, (2) cross-attends to the whole
 grounding feature map (with 2-D sine positions), (3) samples an S x S grid of features inside its current box
 (bilinear, like RoI-align) and (4) predicts an offset of the box in logit space. Every layer's boxes are
 returned for deep supervision; the last layer's queries also give one confidence logit each.
@@ -116,12 +116,13 @@ class MedRGBoxDecoderLayer(nn.Module):
 
 
 class MedRGPhraseAttention(nn.Module):
-    """Reads the phrase of each `<BOX>`: its hidden state attends to the LM hidden states before it, with a
+    """Reads the phrase of each `<BOX>`: its hidden state attends to the LM hidden states before it (the `<BOX>`
+    itself excluded: its state is dominated by the separator that follows it, the same for many findings), with a
     recency bias per token distance (a fixed ALiBi-like slope plus a learned correction), so the query carries
     the phrase's words and not only the `<BOX>` state (a small LM's `<BOX>` state is mostly busy predicting the
     next separator)."""
 
-    recency_slope = 0.5
+    recency_slope = 0.25
 
     def __init__(self, hidden_dim: int, dim: int, max_distance: int = 32):
         super().__init__()
@@ -134,17 +135,21 @@ class MedRGPhraseAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
+        token_embeddings: torch.Tensor,
         attention_mask: torch.Tensor | None,
         batch_index: torch.Tensor,
         positions: torch.Tensor,
     ) -> torch.Tensor:
-        """hidden_states `(B, L, H)`, attention_mask `(B, L)`, batch_index/positions `(M,)` -> `(M, dim)`."""
+        """hidden_states/token_embeddings `(B, L, H)`, attention_mask `(B, L)`, batch_index/positions `(M,)`
+        -> `(M, dim)`. The query is the `<BOX>` state; keys and values are the phrase's input token embeddings:
+        a tiny LM's last-layer states at phrase ends collapse to "the next token is `<BOX>`", its embeddings
+        keep the words."""
         length = hidden_states.shape[1]
-        rows = hidden_states[batch_index]  # (M, L, H)
+        rows = token_embeddings[batch_index].to(hidden_states.dtype)  # (M, L, H)
         query = self.query(hidden_states[batch_index, positions])  # (M, dim)
         scores = torch.einsum("mld,md->ml", self.key(rows), query) / math.sqrt(query.shape[-1])
         distance = positions[:, None] - torch.arange(length, device=positions.device)[None]  # (M, L)
-        valid = distance >= 0
+        valid = distance >= 1  # the phrase tokens before the <BOX>, not the <BOX> state itself
         if attention_mask is not None:
             valid = valid & attention_mask[batch_index].bool()
         clamped = distance.clamp(0, self.max_distance)
@@ -163,10 +168,15 @@ class MedRGBoxDecoder(nn.Module):
         self.num_queries = config.num_box_queries
         self.dim = dim
         self.phrase_attention = MedRGPhraseAttention(query_input_dim, dim)
+        # both parts of a query normalised: raw token embeddings are ~50x smaller than the LM's last states
+        self.box_state_norm = nn.LayerNorm(query_input_dim)
+        self.phrase_norm = nn.LayerNorm(dim)
         self.query_proj = MedRGMLP(query_input_dim + dim, dim, self.num_queries * dim, 2)
         self.query_embed = nn.Embedding(self.num_queries, dim)
         self.memory_proj = nn.Linear(memory_input_dim, dim)
         self.memory_norm = nn.LayerNorm(dim)
+        self.initial_norm = nn.LayerNorm(dim)
+        self.initial_cross_attn = nn.MultiheadAttention(dim, config.box_decoder_heads, batch_first=True)
         self.initial_box_head = MedRGMLP(dim, dim, 4, 3)
         self.layers = nn.ModuleList(
             MedRGBoxDecoderLayer(
@@ -179,6 +189,7 @@ class MedRGBoxDecoder(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
+        token_embeddings: torch.Tensor,
         attention_mask: torch.Tensor | None,
         batch_index: torch.Tensor,
         positions: torch.Tensor,
@@ -187,18 +198,19 @@ class MedRGBoxDecoder(nn.Module):
         """
         Args:
             hidden_states: `(B, L, hidden)`, the LM's last hidden states; attention_mask `(B, L)`.
+            token_embeddings: `(B, L, hidden)`, the LM's input embeddings (what the phrase attention reads).
             batch_index, positions: `(M,)`, sample and sequence position of each `<BOX>`.
             feature_grid: `(B, H, W, C)`, the grounding features of each image.
 
         Returns:
-            boxes: `(L + 1, M, K, 4)` cxcywh in [0, 1] (the text-only first guess, then one per layer);
+            boxes: `(L + 1, M, K, 4)` cxcywh in [0, 1] (the first guess, then one per layer);
             score_logits: `(M, K)`.
         """
         feature_grid = feature_grid[batch_index]
         num, height, width, _ = feature_grid.shape
-        phrase = self.phrase_attention(hidden_states, attention_mask, batch_index, positions)
+        phrase = self.phrase_attention(hidden_states, token_embeddings, attention_mask, batch_index, positions)
         box_hidden_states = torch.cat(
-            (hidden_states[batch_index, positions], phrase.to(hidden_states.dtype)), -1
+            (self.box_state_norm(hidden_states[batch_index, positions]), self.phrase_norm(phrase)), -1
         )
         memory = self.memory_norm(
             self.memory_proj(feature_grid.reshape(num, height * width, feature_grid.shape[-1]))
@@ -207,6 +219,10 @@ class MedRGBoxDecoder(nn.Module):
         feature_map = memory.transpose(1, 2).reshape(num, self.dim, height, width)
         queries = self.query_proj(box_hidden_states.to(memory.dtype)).reshape(num, self.num_queries, self.dim)
         queries = queries + self.query_embed.weight[None]
+        # first guess: the phrase query takes one global look at the image (a text-only guess is far from small
+        # lesions, and local refinement cannot travel far), then every layer refines around the current box
+        x = self.initial_norm(queries)
+        queries = queries + self.initial_cross_attn(x, memory_keys, memory, need_weights=False)[0]
         boxes = torch.sigmoid(self.initial_box_head(queries))
         all_boxes = [boxes]
         for layer in self.layers:

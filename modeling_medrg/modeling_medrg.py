@@ -40,7 +40,7 @@ class MedRGOutput(ModelOutput):
         box_batch_index (`torch.LongTensor` of shape `(num_box_tokens,)`): the sample of each `<BOX>`.
         box_token_positions (`torch.LongTensor` of shape `(num_box_tokens,)`): the sequence position of each `<BOX>`.
         intermediate_boxes (`torch.FloatTensor` of shape `(layers + 1, num_box_tokens, K, 4)`): the first,
-            text-only guess and every decoder layer's boxes.
+            guess (one global look at the image) and every decoder layer's boxes.
     """
 
     loss: torch.FloatTensor | None = None
@@ -312,7 +312,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             batch_index, positions = box_positions[:, 0], box_positions[:, 1]
             if box_positions.shape[0] > 0:
                 all_boxes, score_logits = self.box_decoder(
-                    last_hidden, attention_mask, batch_index, positions, grid
+                    last_hidden, inputs_embeds, attention_mask, batch_index, positions, grid
                 )
             else:  # no <BOX> in the batch: empty predictions (the losses below are zero)
                 k, layers = self.config.num_box_queries, self.config.box_decoder_layers + 1
