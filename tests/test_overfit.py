@@ -59,15 +59,15 @@ def test_tiny_model_overfits_four_examples_end_to_end():
     first_loss = None
     for _ in range(STEPS):
         loss = model(**batch).loss
-        first_loss = first_loss if first_loss is not None else float(loss)
+        first_loss = first_loss if first_loss is not None else float(loss.detach())
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
     seconds = time.perf_counter() - start
-    print(f"loss {first_loss:.3f} -> {float(loss):.3f}")
-    assert float(loss) < first_loss / 4
+    print(f"loss {first_loss:.3f} -> {float(loss.detach()):.3f}")
+    assert float(loss.detach()) < first_loss / 4
 
     model.eval()
     inputs = processor(images=images, text=reports)

@@ -1,0 +1,143 @@
+"""Configuration of MedRG: a causal LM, a vision tower and a box decoder that grounds every `<BOX>` token."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+_FEATURE_SELECTS = ("default", "full")
+_BOX_FEATURE_SOURCES = ("vision_tower", "grounding_encoder")
+
+
+class MedRGConfig(PreTrainedConfig):
+    r"""
+    Composite configuration of [`MedRGForReportGrounding`].
+
+    Args:
+        text_config (`dict`, `PreTrainedConfig` or `None`):
+            Any Hugging Face causal-LM config (Llama, SmolLM2, Qwen2, ...). `None` gives a default Llama config.
+        vision_config (`dict`, `PreTrainedConfig` or `None`):
+            Any Hugging Face vision model config whose `AutoModel` returns `last_hidden_state`, either tokens
+            `(batch, tokens, channels)` (ViT/CLIP/SigLIP) or a map `(batch, channels, height, width)` (CNNs).
+        grounding_vision_config (`dict`, `PreTrainedConfig` or `None`):
+            A separate (e.g. higher-resolution) grounding encoder for the box decoder. `None` reuses the vision
+            tower's features (`box_feature_source="vision_tower"`).
+        image_token_id (`int`): id of the `<image>` placeholder token in the tokenizer.
+        box_token_id (`int`): id of the `<BOX>` token in the tokenizer.
+        num_image_tokens (`int`): number of `<image>` placeholders per image = projected vision features after
+            `image_token_pooling`; the model checks it against the vision tower at run time.
+        vision_feature_layer (`int`): which hidden state of the vision tower feeds the projector and decoder.
+        vision_feature_select (`str`): `"default"` drops the first (CLS) token of token-shaped features, `"full"`
+            keeps all tokens. Ignored for map-shaped (CNN) features.
+        image_token_pooling (`int`): average-pool the feature grid by this factor before it enters the LM
+            (fewer LM tokens); the box decoder always sees the full-resolution grid.
+        projector_hidden_act (`str`): activation of the two-layer vision-to-text projector.
+        box_decoder_dim / box_decoder_layers / box_decoder_heads / box_decoder_ffn_dim (`int`):
+            width, depth, attention heads and feed-forward width of the box decoder.
+        num_box_queries (`int`): K, the number of box hypotheses (each with a confidence) per `<BOX>`.
+        box_sampling_points (`int`): S; every decoder layer samples an S x S grid of features inside its current
+            box (coarse-to-fine refinement around the box, as in Deformable-DETR style decoders).
+        box_feature_source (`str`): `"vision_tower"` or `"grounding_encoder"` (needs `grounding_vision_config`).
+        lm_loss_weight, box_l1_loss_weight, box_giou_loss_weight, box_confidence_loss_weight (`float`):
+            weights of the loss parts; the box parts are averaged over decoder layers (deep supervision).
+        initializer_range (`float`): std of the normal init of MedRG's own layers.
+    """
+
+    model_type = "medrg"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+        "grounding_vision_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="clip_vision_model", optional=True
+        ),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    grounding_vision_config: dict | PreTrainedConfig | None = None
+    image_token_id: int | None = None
+    box_token_id: int | None = None
+    num_image_tokens: int | None = None
+    vision_feature_layer: int = -1
+    vision_feature_select: Literal["default", "full"] = "default"
+    image_token_pooling: int = 1
+    projector_hidden_act: str = "gelu"
+    box_decoder_dim: int = 256
+    box_decoder_layers: int = 3
+    box_decoder_heads: int = 8
+    box_decoder_ffn_dim: int = 1024
+    num_box_queries: int = 3
+    box_sampling_points: int = 4
+    box_feature_source: Literal["vision_tower", "grounding_encoder"] = "vision_tower"
+    lm_loss_weight: float = 1.0
+    box_l1_loss_weight: float = 5.0
+    box_giou_loss_weight: float = 2.0
+    box_confidence_loss_weight: float = 1.0
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MedRGConfig.{name} must be a positive integer, got {value!r}")
+
+        for name in (
+            "box_decoder_dim",
+            "box_decoder_layers",
+            "box_decoder_heads",
+            "box_decoder_ffn_dim",
+            "num_box_queries",
+            "box_sampling_points",
+            "image_token_pooling",
+        ):
+            positive_int(name)
+        if self.box_decoder_dim % self.box_decoder_heads:
+            raise ValueError(
+                f"MedRGConfig.box_decoder_dim ({self.box_decoder_dim}) must be divisible by "
+                f"box_decoder_heads ({self.box_decoder_heads})"
+            )
+        if self.box_decoder_dim % 8:
+            raise ValueError(
+                f"MedRGConfig.box_decoder_dim must be a multiple of 8 (2-D sine positions), got {self.box_decoder_dim}"
+            )
+        if self.num_image_tokens is not None:
+            positive_int("num_image_tokens")
+        if self.vision_feature_select not in _FEATURE_SELECTS:
+            raise ValueError(
+                f"MedRGConfig.vision_feature_select must be one of {_FEATURE_SELECTS}, got {self.vision_feature_select!r}"
+            )
+        if self.box_feature_source not in _BOX_FEATURE_SOURCES:
+            raise ValueError(
+                f"MedRGConfig.box_feature_source must be one of {_BOX_FEATURE_SOURCES}, got {self.box_feature_source!r}"
+            )
+        if self.box_feature_source == "grounding_encoder" and self.grounding_vision_config is None:
+            raise ValueError(
+                'MedRGConfig.box_feature_source="grounding_encoder" needs a grounding_vision_config'
+            )
+        for name in (
+            "lm_loss_weight",
+            "box_l1_loss_weight",
+            "box_giou_loss_weight",
+            "box_confidence_loss_weight",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"MedRGConfig.{name} must be a number >= 0, got {value!r}")
+        ids = {"image_token_id": self.image_token_id, "box_token_id": self.box_token_id}
+        for name, value in ids.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"MedRGConfig.{name} must be a non-negative integer or None, got {value!r}")
+        if self.image_token_id is not None and self.image_token_id == self.box_token_id:
+            raise ValueError(
+                f"MedRGConfig.image_token_id and box_token_id must differ, both are {self.image_token_id}"
+            )
+
+
+__all__ = ["MedRGConfig"]

@@ -1,0 +1,234 @@
+"""The box decoder: K box queries per `<BOX>` hidden state, refined coarse-to-fine over the image features.
+
+Each `<BOX>` hidden state (plus a read-out of its phrase) is projected to K queries. A first box per query comes
+from the query after one global cross-attention to the image; every decoder layer then (1) lets the K queries of one `<BOX>` attend to each other, (2) cross-attends to the whole
+grounding feature map (with 2-D sine positions), (3) samples an S x S grid of features inside its current box
+(bilinear, like RoI-align) and (4) predicts an offset of the box in logit space. Every layer's boxes are
+returned for deep supervision; the last layer's queries also give one confidence logit each.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_EPS = 1e-5
+
+
+def inverse_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(_EPS, 1 - _EPS)
+    return torch.log(x / (1 - x))
+
+
+def sine_embedding(coords: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Sine/cosine embedding of each coordinate in [0, 1]: `(..., C)` -> `(..., C * dim)`; `dim` must be even."""
+    half = dim // 2
+    freqs = temperature ** (torch.arange(half, device=coords.device, dtype=torch.float32) / half)
+    angles = coords.float()[..., None] * (2 * math.pi) / freqs  # (..., C, half)
+    emb = torch.cat((angles.sin(), angles.cos()), dim=-1)  # (..., C, dim)
+    return emb.flatten(-2).to(coords.dtype)
+
+
+def grid_positions(height: int, width: int, dim: int, device, dtype) -> torch.Tensor:
+    """2-D sine positions of the cell centres of an `height x width` map: `(height * width, dim)`."""
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    coords = torch.stack((xx.flatten(), yy.flatten()), dim=-1)
+    return sine_embedding(coords, dim // 2).to(dtype)
+
+
+class MedRGMLP(nn.Module):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index, layer in enumerate(self.layers):
+            x = layer(x)
+            if index < len(self.layers) - 1:
+                x = F.gelu(x)
+        return x
+
+
+class MedRGBoxDecoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, sampling_points: int):
+        super().__init__()
+        self.sampling_points = sampling_points
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.local_proj = nn.Linear(sampling_points * sampling_points * dim, dim)
+        self.box_position = MedRGMLP(2 * dim, dim, dim, 2)
+        self.norm_self = nn.LayerNorm(dim)
+        self.norm_cross = nn.LayerNorm(dim)
+        self.norm_local = nn.LayerNorm(dim)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.ffn = MedRGMLP(dim, ffn_dim, dim, 2)
+        self.box_head = MedRGMLP(dim, dim, 4, 3)
+
+    def sample_inside_boxes(self, feature_map: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples on an S x S grid inside each box.
+
+        feature_map: `(M, D, H, W)`; boxes: `(M, K, 4)` cxcywh in [0, 1] -> `(M, K, S * S * D)`.
+        """
+        num, k, _ = boxes.shape
+        s = self.sampling_points
+        steps = (
+            torch.arange(s, device=boxes.device, dtype=boxes.dtype) + 0.5
+        ) / s - 0.5  # cell centres in [-.5,.5]
+        offset_y, offset_x = torch.meshgrid(steps, steps, indexing="ij")
+        offsets = torch.stack((offset_x.flatten(), offset_y.flatten()), dim=-1)  # (S*S, 2)
+        centres, sizes = boxes[..., :2], boxes[..., 2:]
+        points = (
+            centres[:, :, None, :] + offsets[None, None] * sizes[:, :, None, :]
+        )  # (M, K, S*S, 2) in [0, 1]
+        grid = (points * 2 - 1).to(feature_map.dtype)
+        sampled = F.grid_sample(
+            feature_map, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        return sampled.permute(0, 2, 3, 1).reshape(num, k, s * s * feature_map.shape[1])
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        boxes: torch.Tensor,
+        memory: torch.Tensor,
+        memory_keys: torch.Tensor,
+        feature_map: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries `(M, K, D)`, boxes `(M, K, 4)`, memory/memory_keys `(M, H*W, D)`, feature_map `(M, D, H, W)`."""
+        position = self.box_position(
+            sine_embedding(boxes, queries.shape[-1] // 2).reshape(*boxes.shape[:2], -1)
+        )
+        x = self.norm_self(queries) + position
+        queries = queries + self.self_attn(x, x, self.norm_self(queries), need_weights=False)[0]
+        x = self.norm_cross(queries) + position
+        queries = queries + self.cross_attn(x, memory_keys, memory, need_weights=False)[0]
+        queries = queries + self.local_proj(self.sample_inside_boxes(feature_map, boxes.detach()))
+        queries = self.norm_local(queries)
+        queries = queries + self.ffn(self.norm_ffn(queries))
+        new_boxes = torch.sigmoid(inverse_sigmoid(boxes.detach()) + self.box_head(queries))
+        return queries, new_boxes
+
+
+class MedRGPhraseAttention(nn.Module):
+    """Reads the phrase of each `<BOX>`: its hidden state attends to the LM hidden states before it (the `<BOX>`
+    itself excluded: its state is dominated by the separator that follows it, the same for many findings), with a
+    recency bias per token distance (a fixed ALiBi-like slope plus a learned correction), so the query carries
+    the phrase's words and not only the `<BOX>` state (a small LM's `<BOX>` state is mostly busy predicting the
+    next separator)."""
+
+    recency_slope = 0.25
+
+    def __init__(self, hidden_dim: int, dim: int, max_distance: int = 32):
+        super().__init__()
+        self.max_distance = max_distance
+        self.query = nn.Linear(hidden_dim, dim)
+        self.key = nn.Linear(hidden_dim, dim)
+        self.value = nn.Linear(hidden_dim, dim)
+        self.distance_bias = nn.Embedding(max_distance + 1, 1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        token_embeddings: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        batch_index: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """hidden_states/token_embeddings `(B, L, H)`, attention_mask `(B, L)`, batch_index/positions `(M,)`
+        -> `(M, dim)`. The query is the `<BOX>` state; keys and values are the phrase's input token embeddings:
+        a tiny LM's last-layer states at phrase ends collapse to "the next token is `<BOX>`", its embeddings
+        keep the words."""
+        length = hidden_states.shape[1]
+        rows = token_embeddings[batch_index].to(hidden_states.dtype)  # (M, L, H)
+        query = self.query(hidden_states[batch_index, positions])  # (M, dim)
+        scores = torch.einsum("mld,md->ml", self.key(rows), query) / math.sqrt(query.shape[-1])
+        distance = positions[:, None] - torch.arange(length, device=positions.device)[None]  # (M, L)
+        valid = distance >= 1  # the phrase tokens before the <BOX>, not the <BOX> state itself
+        if attention_mask is not None:
+            valid = valid & attention_mask[batch_index].bool()
+        clamped = distance.clamp(0, self.max_distance)
+        bias = self.distance_bias(clamped).squeeze(-1) - self.recency_slope * clamped
+        scores = scores + bias.to(scores.dtype)
+        weights = torch.softmax(scores.float().masked_fill(~valid, float("-inf")), dim=-1).to(rows.dtype)
+        return torch.einsum("ml,mld->md", weights, self.value(rows))
+
+
+class MedRGBoxDecoder(nn.Module):
+    """Maps `M` `<BOX>` hidden states plus their image's features to K boxes and K confidence logits each."""
+
+    def __init__(self, config, query_input_dim: int, memory_input_dim: int):
+        super().__init__()
+        dim = config.box_decoder_dim
+        self.num_queries = config.num_box_queries
+        self.dim = dim
+        self.phrase_attention = MedRGPhraseAttention(query_input_dim, dim)
+        # both parts of a query normalised: raw token embeddings are ~50x smaller than the LM's last states
+        self.box_state_norm = nn.LayerNorm(query_input_dim)
+        self.phrase_norm = nn.LayerNorm(dim)
+        self.query_proj = MedRGMLP(query_input_dim + dim, dim, self.num_queries * dim, 2)
+        self.query_embed = nn.Embedding(self.num_queries, dim)
+        self.memory_proj = nn.Linear(memory_input_dim, dim)
+        self.memory_norm = nn.LayerNorm(dim)
+        self.initial_norm = nn.LayerNorm(dim)
+        self.initial_cross_attn = nn.MultiheadAttention(dim, config.box_decoder_heads, batch_first=True)
+        self.initial_box_head = MedRGMLP(dim, dim, 4, 3)
+        self.layers = nn.ModuleList(
+            MedRGBoxDecoderLayer(
+                dim, config.box_decoder_heads, config.box_decoder_ffn_dim, config.box_sampling_points
+            )
+            for _ in range(config.box_decoder_layers)
+        )
+        self.score_head = nn.Linear(dim, 1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        token_embeddings: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        batch_index: torch.Tensor,
+        positions: torch.Tensor,
+        feature_grid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            hidden_states: `(B, L, hidden)`, the LM's last hidden states; attention_mask `(B, L)`.
+            token_embeddings: `(B, L, hidden)`, the LM's input embeddings (what the phrase attention reads).
+            batch_index, positions: `(M,)`, sample and sequence position of each `<BOX>`.
+            feature_grid: `(B, H, W, C)`, the grounding features of each image.
+
+        Returns:
+            boxes: `(L + 1, M, K, 4)` cxcywh in [0, 1] (the first guess, then one per layer);
+            score_logits: `(M, K)`.
+        """
+        feature_grid = feature_grid[batch_index]
+        num, height, width, _ = feature_grid.shape
+        phrase = self.phrase_attention(hidden_states, token_embeddings, attention_mask, batch_index, positions)
+        box_hidden_states = torch.cat(
+            (self.box_state_norm(hidden_states[batch_index, positions]), self.phrase_norm(phrase)), -1
+        )
+        memory = self.memory_norm(
+            self.memory_proj(feature_grid.reshape(num, height * width, feature_grid.shape[-1]))
+        )
+        memory_keys = memory + grid_positions(height, width, self.dim, memory.device, memory.dtype)[None]
+        feature_map = memory.transpose(1, 2).reshape(num, self.dim, height, width)
+        queries = self.query_proj(box_hidden_states.to(memory.dtype)).reshape(num, self.num_queries, self.dim)
+        queries = queries + self.query_embed.weight[None]
+        # first guess: the phrase query takes one global look at the image (a text-only guess is far from small
+        # lesions, and local refinement cannot travel far), then every layer refines around the current box
+        x = self.initial_norm(queries)
+        queries = queries + self.initial_cross_attn(x, memory_keys, memory, need_weights=False)[0]
+        boxes = torch.sigmoid(self.initial_box_head(queries))
+        all_boxes = [boxes]
+        for layer in self.layers:
+            queries, boxes = layer(queries, boxes, memory, memory_keys, feature_map)
+            all_boxes.append(boxes)
+        return torch.stack(all_boxes), self.score_head(queries).squeeze(-1)
+
+
+__all__ = ["MedRGBoxDecoder"]
