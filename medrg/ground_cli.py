@@ -19,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, help=f"MedRG model folder (default: embedded {DEFAULT_MODEL_DIR.name})"
     )
-    parser.add_argument("--threshold", type=float, default=0.0, help="drop extra boxes below this confidence")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="drop boxes below this confidence (each phrase keeps its best box); 0 lists every hypothesis",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print the records as JSON only")
 
