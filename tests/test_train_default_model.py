@@ -49,3 +49,15 @@ def test_default_model_grounds_the_shipped_example():
         )
     if not (FOLDER / "example_findings.json").is_file():
         pytest.skip("no reference findings for the example")
+
+
+def test_default_model_hub_code_copies_match_the_sources():
+    """The folder carries flat copies of the hub code (so it loads with trust_remote_code where medrg is not
+    installed); the package folders are the source and the copies must not drift."""
+    repo = Path(__file__).resolve().parents[1]
+    copies = sorted(p for p in FOLDER.glob("*.py") if p.name != "__init__.py")
+    assert {p.name for p in copies} >= {"modeling_medrg.py", "configuration_medrg.py", "processing_medrg.py"}
+    for copy in copies:
+        sources = [repo / folder / copy.name for folder in ("modeling_medrg", "processing")]
+        source = next(s for s in sources if s.is_file())
+        assert copy.read_text() == source.read_text(), f"{copy.name} differs from {source}: re-save the default model"

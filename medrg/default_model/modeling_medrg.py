@@ -466,7 +466,6 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         boxes, scores, positions = [], [], []
         for sample in range(sequences.shape[0]):
             if outputs.pred_boxes is None:
-                keep = torch.zeros(0, dtype=torch.bool)
                 boxes.append(torch.zeros(0, self.config.num_box_queries, 4))
                 scores.append(torch.zeros(0, self.config.num_box_queries))
                 positions.append(torch.zeros(0, dtype=torch.long))
