@@ -62,3 +62,38 @@ def xray_like(height: int = 96, width: int = 80, seed: int = 0, boxes=()) -> np.
     for x0, y0, x1, y1 in boxes:
         image[int(y0) : int(y1), int(x0) : int(x1)] = 220
     return image
+
+
+def tiny_train_config(output_dir, train_examples: int = 32, validation_examples: int = 4, **sections) -> dict:
+    """A `medrg.training.train` config for the tiny model on a small SynthCXR; `sections` update its sections
+    (e.g. `training={"max_steps": 8}`, `lora={...}`)."""
+    config = {
+        "model": {"source": "tiny", "image_size": 64, "seed": 0},
+        "data": {
+            "sources": [
+                {
+                    "name": "synthcxr",
+                    "options": {
+                        "examples_per_split": {"train": train_examples, "validation": validation_examples},
+                        "image_size": 64,
+                        "seed": 0,
+                        "progress": False,
+                    },
+                }
+            ]
+        },
+        "training": {
+            "output_dir": str(output_dir),
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 3e-3,
+            "logging_steps": 2,
+            "use_cpu": True,
+            "torch_threads": 1,
+            "seed": 0,
+        },
+        "export": {"evaluate_splits": [], "max_eval_samples": validation_examples},
+    }
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    return config

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import tiny_train_config
+
 DRIVER = textwrap.dedent(
     """
     import json, os, sys
@@ -25,35 +27,10 @@ DRIVER = textwrap.dedent(
 
 def test_torchrun_two_process_ddp_same_weights(tmp_path):
     output_dir = tmp_path / "ddp"
-    config = {
-        "model": {"source": "tiny", "image_size": 64, "seed": 0},
-        "data": {
-            "sources": [
-                {
-                    "name": "synthcxr",
-                    "options": {
-                        "examples_per_split": {"train": 32, "validation": 4},
-                        "image_size": 64,
-                        "seed": 0,
-                        "progress": False,
-                    },
-                }
-            ]
-        },
-        "training": {
-            "output_dir": str(output_dir),
-            "max_steps": 4,
-            "per_device_train_batch_size": 4,
-            "learning_rate": 3e-3,
-            "logging_steps": 2,
-            "use_cpu": True,
-            "torch_threads": 1,
-            "seed": 0,
-            "ddp_find_unused_parameters": True,
-            "trainer_args": {"ddp_backend": "gloo"},
-        },
-        "export": {"evaluate_splits": [], "max_eval_samples": 4},
-    }
+    config = tiny_train_config(
+        output_dir,
+        training={"ddp_find_unused_parameters": True, "trainer_args": {"ddp_backend": "gloo"}},
+    )
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")

@@ -4,42 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_train_config
 
 import medrg
 from medrg.training.train import train
 
 
 def run_config(output_dir, **sections) -> dict:
-    config = {
-        "model": {"source": "tiny", "image_size": 64, "seed": 0},
-        "data": {
-            "sources": [
-                {
-                    "name": "synthcxr",
-                    "options": {
-                        "examples_per_split": {"train": 32, "validation": 4},
-                        "image_size": 64,
-                        "seed": 0,
-                        "progress": False,
-                    },
-                }
-            ]
-        },
-        "training": {
-            "output_dir": str(output_dir),
-            "max_steps": 4,
-            "per_device_train_batch_size": 4,
-            "learning_rate": 1e-2,
-            "logging_steps": 1,
-            "use_cpu": True,
-            "torch_threads": 1,
-            "seed": 0,
-        },
-        "export": {"evaluate_splits": [], "max_eval_samples": 4},
-    }
-    for name, values in sections.items():
-        config.setdefault(name, {}).update(values)
-    return config
+    sections["training"] = {"learning_rate": 1e-2, "logging_steps": 1, **sections.get("training", {})}
+    return tiny_train_config(output_dir, **sections)
 
 
 def test_lora_trains_adapters_merges_and_reloads(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_train_config
 from transformers import TrainerCallback
 
 from medrg.training.train import train
@@ -22,38 +23,15 @@ class KillAfterStep(TrainerCallback):
 
 
 def tiny_run_config(output_dir, **training) -> dict:
-    return {
-        "model": {"source": "tiny", "image_size": 64, "seed": 0},
-        "data": {
-            "sources": [
-                {
-                    "name": "synthcxr",
-                    "options": {
-                        "examples_per_split": {"train": 48, "validation": 8},
-                        "image_size": 64,
-                        "seed": 0,
-                        "progress": False,
-                    },
-                }
-            ],
-            "augmentation": None,
-        },
-        "training": {
-            "output_dir": str(output_dir),
-            "max_steps": 8,
-            "per_device_train_batch_size": 4,
-            "learning_rate": 3e-3,
-            "warmup_steps": 2,
-            "logging_steps": 2,
-            "save_steps": 3,
-            "save_total_limit": 5,
-            "use_cpu": True,
-            "torch_threads": 1,
-            "seed": 0,
-            **training,
-        },
-        "export": {"evaluate_splits": ["validation"], "max_eval_samples": 8},
-    }
+    config = tiny_train_config(
+        output_dir,
+        train_examples=48,
+        validation_examples=8,
+        training={"max_steps": 8, "warmup_steps": 2, "save_steps": 3, "save_total_limit": 5, **training},
+        export={"evaluate_splits": ["validation"]},
+    )
+    config["data"]["augmentation"] = None
+    return config
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
