@@ -40,6 +40,11 @@ class MedRGConfig(PreTrainedConfig):
         box_sampling_points (`int`): S; every decoder layer samples an S x S grid of features inside its current
             box (coarse-to-fine refinement around the box, as in Deformable-DETR style decoders).
         box_feature_source (`str`): `"vision_tower"` or `"grounding_encoder"` (needs `grounding_vision_config`).
+        phrase_max_distance (`int`): the phrase read-out of each `<BOX>` learns one bias per token distance up to
+            this many tokens before the `<BOX>` (farther tokens share the last bias); sets the size of the
+            `box_decoder.phrase_attention.distance_bias` table (`phrase_max_distance + 1` rows). Default 32.
+        phrase_recency_slope (`float`): fixed ALiBi-like penalty per token of distance (in logits, >= 0) of the
+            phrase read-out, so the words right before a `<BOX>` dominate. Default 0.25.
         lm_loss_weight, box_l1_loss_weight, box_giou_loss_weight, box_confidence_loss_weight (`float`):
             weights of the loss parts; the box parts are averaged over decoder layers (deep supervision).
         initializer_range (`float`): std of the normal init of MedRG's own layers.
@@ -71,6 +76,8 @@ class MedRGConfig(PreTrainedConfig):
     num_box_queries: int = 3
     box_sampling_points: int = 4
     box_feature_source: Literal["vision_tower", "grounding_encoder"] = "vision_tower"
+    phrase_max_distance: int = 32
+    phrase_recency_slope: float = 0.25
     lm_loss_weight: float = 1.0
     box_l1_loss_weight: float = 5.0
     box_giou_loss_weight: float = 2.0
@@ -96,6 +103,7 @@ class MedRGConfig(PreTrainedConfig):
             "num_box_queries",
             "box_sampling_points",
             "image_token_pooling",
+            "phrase_max_distance",
         ):
             positive_int(name)
         if self.box_decoder_dim % self.box_decoder_heads:
@@ -130,6 +138,9 @@ class MedRGConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"MedRGConfig.{name} must be a number >= 0, got {value!r}")
+        slope = self.phrase_recency_slope
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < float("inf"):
+            raise ValueError(f"MedRGConfig.phrase_recency_slope must be a finite number >= 0, got {slope!r}")
         ids = {"image_token_id": self.image_token_id, "box_token_id": self.box_token_id}
         for name, value in ids.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

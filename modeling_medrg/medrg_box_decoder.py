@@ -120,13 +120,13 @@ class MedRGPhraseAttention(nn.Module):
     itself excluded: its state is dominated by the separator that follows it, the same for many findings), with a
     recency bias per token distance (a fixed ALiBi-like slope plus a learned correction), so the query carries
     the phrase's words and not only the `<BOX>` state (a small LM's `<BOX>` state is mostly busy predicting the
-    next separator)."""
+    next separator). `max_distance` and `recency_slope` come from `MedRGConfig.phrase_max_distance` /
+    `phrase_recency_slope`."""
 
-    recency_slope = 0.25
-
-    def __init__(self, hidden_dim: int, dim: int, max_distance: int = 32):
+    def __init__(self, hidden_dim: int, dim: int, max_distance: int, recency_slope: float):
         super().__init__()
         self.max_distance = max_distance
+        self.recency_slope = float(recency_slope)
         self.query = nn.Linear(hidden_dim, dim)
         self.key = nn.Linear(hidden_dim, dim)
         self.value = nn.Linear(hidden_dim, dim)
@@ -167,7 +167,9 @@ class MedRGBoxDecoder(nn.Module):
         dim = config.box_decoder_dim
         self.num_queries = config.num_box_queries
         self.dim = dim
-        self.phrase_attention = MedRGPhraseAttention(query_input_dim, dim)
+        self.phrase_attention = MedRGPhraseAttention(
+            query_input_dim, dim, config.phrase_max_distance, config.phrase_recency_slope
+        )
         # both parts of a query normalised: raw token embeddings are ~50x smaller than the LM's last states
         self.box_state_norm = nn.LayerNorm(query_input_dim)
         self.phrase_norm = nn.LayerNorm(dim)
@@ -208,7 +210,9 @@ class MedRGBoxDecoder(nn.Module):
         """
         feature_grid = feature_grid[batch_index]
         num, height, width, _ = feature_grid.shape
-        phrase = self.phrase_attention(hidden_states, token_embeddings, attention_mask, batch_index, positions)
+        phrase = self.phrase_attention(
+            hidden_states, token_embeddings, attention_mask, batch_index, positions
+        )
         box_hidden_states = torch.cat(
             (self.box_state_norm(hidden_states[batch_index, positions]), self.phrase_norm(phrase)), -1
         )

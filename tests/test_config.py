@@ -65,6 +65,12 @@ def test_round_trip_through_dict_and_folder(tmp_path):
         ("lm_loss_weight", float("nan"), "lm_loss_weight must be a number >= 0"),
         ("box_token_id", -3, "box_token_id must be a non-negative integer"),
         ("num_image_tokens", 0, "num_image_tokens must be a positive integer"),
+        ("phrase_max_distance", 0, "phrase_max_distance must be a positive integer"),
+        ("phrase_max_distance", 2.5, "phrase_max_distance must be a positive integer"),
+        ("phrase_recency_slope", -0.1, "phrase_recency_slope must be a finite number >= 0"),
+        ("phrase_recency_slope", float("inf"), "phrase_recency_slope must be a finite number >= 0"),
+        ("phrase_recency_slope", float("nan"), "phrase_recency_slope must be a finite number >= 0"),
+        ("phrase_recency_slope", True, "phrase_recency_slope must be a finite number >= 0"),
     ],
 )
 def test_bad_values_raise_value_error(field, value, message):
@@ -87,3 +93,21 @@ def test_separate_grounding_encoder_config():
         box_token_id=2,
     )
     assert config.grounding_vision_config.model_type == "resnet"
+
+
+def test_saved_config_without_phrase_fields_loads_with_the_former_constants():
+    """The shipped default model's config.json predates the phrase-attention fields: it gets 32 and 0.25, the
+    constants the code had, so its outputs do not change."""
+    loaded = MedRGConfig.from_pretrained(medrg.DEFAULT_MODEL_DIR)
+    assert "phrase_max_distance" not in (medrg.DEFAULT_MODEL_DIR / "config.json").read_text()
+    assert (loaded.phrase_max_distance, loaded.phrase_recency_slope) == (32, 0.25)
+
+
+def test_phrase_attention_shape_and_slope_come_from_the_config(tmp_path):
+    model, _ = medrg.build_tiny_medrg(seed=0, phrase_max_distance=8, phrase_recency_slope=0.5)
+    attention = model.box_decoder.phrase_attention
+    assert attention.distance_bias.weight.shape == (9, 1)
+    assert (attention.max_distance, attention.recency_slope) == (8, 0.5)
+    model.config.save_pretrained(tmp_path)
+    again = AutoConfig.from_pretrained(tmp_path)
+    assert (again.phrase_max_distance, again.phrase_recency_slope) == (8, 0.5)

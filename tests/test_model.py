@@ -1,10 +1,15 @@
-"""MedRGForReportGrounding: forward, losses, <BOX> wiring, batching, checkpointing, dtypes, errors."""
+"""MedRGModel + MedRGForReportGrounding: forward, losses, <BOX> wiring, padded generation output, batching,
+checkpointing, dtypes, loading, errors."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 from conftest import xray_like
+from medrg.modeling_medrg.medrg_loss import box_losses, match_queries_to_targets
+from medrg.modeling_medrg.modeling_medrg import MedRGModel
 from transformers import AutoModel, LogitsProcessor, LogitsProcessorList
 
 import medrg
@@ -113,14 +118,157 @@ def test_box_as_last_generated_token_is_grounded(tiny):
         max_new_tokens=2,
         logits_processor=force,
     )
+    k = model.config.num_box_queries
     assert out.sequences[:, -1].tolist() == [processor.box_token_id] * 2
-    assert [b.shape for b in out.pred_boxes] == [(1, model.config.num_box_queries, 4)] * 2
+    assert out.pred_boxes.shape == (2, 1, k, 4) and out.pred_scores.shape == (2, 1, k)
+    assert out.box_mask.tolist() == [[True], [True]]
+    assert out.box_token_positions.tolist() == [[out.sequences.shape[1] - 1]] * 2
+    assert out.finished.tolist() == [False, False]  # no EOS within max_new_tokens: cut off
     records = processor.post_process_grounding(out, inputs["image_sizes"])
-    assert records[0][0]["label"] == processor.tokenizer.decode([first]).strip()
-    for record in records[0] + records[1]:
-        box = record["box"]
-        assert 0 <= box["xmin"] <= box["xmax"] <= 80 and 0 <= box["ymin"] <= box["ymax"] <= 96
-        assert 0.0 <= record["score"] <= 1.0
+    assert records[0]["labels"][0] == processor.tokenizer.decode([first]).strip()
+    for record in records:
+        assert record["finished"] is False
+        boxes = record["boxes"]
+        assert ((0 <= boxes[:, 0]) & (boxes[:, 0] <= boxes[:, 2]) & (boxes[:, 2] <= 80)).all()
+        assert ((0 <= boxes[:, 1]) & (boxes[:, 1] <= boxes[:, 3]) & (boxes[:, 3] <= 96)).all()
+        assert ((0 <= record["scores"]) & (record["scores"] <= 1)).all()
+
+
+class ForceAnswers(LogitsProcessor):
+    """Forces a fixed continuation per row (then EOS forever)."""
+
+    def __init__(self, answers, eos, prompt_length):
+        self.answers, self.eos, self.prompt_length = answers, eos, prompt_length
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_length
+        forced = torch.full_like(scores, float("-inf"))
+        for row, answer in enumerate(self.answers):
+            forced[row, answer[step] if step < len(answer) else self.eos] = 0
+        return forced
+
+
+def test_generate_grounding_returns_padded_boxes_with_mask_and_finished(tiny):
+    """Contract A: (B, N, K, 4) boxes, i-th generated <BOX> of a sample in slot i, -1 / zeros / False where padded."""
+    model, processor = tiny
+    inputs = processor(images=[xray_like(), xray_like(seed=1), xray_like(seed=2)], text=REPORTS)
+    word = processor.tokenizer.encode("nodule", add_special_tokens=False)[0]
+    box, eos = processor.box_token_id, processor.tokenizer.eos_token_id
+    answers = [[word, box, word, box, eos], [word, box, eos], [word, eos]]
+    prompt = inputs["input_ids"].shape[1]
+    out = model.generate_grounding(
+        inputs["input_ids"],
+        inputs["pixel_values"],
+        inputs["attention_mask"],
+        max_new_tokens=8,
+        logits_processor=LogitsProcessorList([ForceAnswers(answers, eos, prompt)]),
+    )
+    k = model.config.num_box_queries
+    assert out.pred_boxes.shape == (3, 2, k, 4) and out.pred_scores.shape == (3, 2, k)
+    assert out.box_mask.tolist() == [[True, True], [True, False], [False, False]]
+    assert out.box_token_positions.tolist() == [[prompt + 1, prompt + 3], [prompt + 1, -1], [-1, -1]]
+    for sample, slot in out.box_mask.nonzero().tolist():
+        assert out.sequences[sample, out.box_token_positions[sample, slot]] == box
+    assert (out.pred_boxes[~out.box_mask] == 0).all() and (out.pred_scores[~out.box_mask] == 0).all()
+    assert ((out.pred_boxes[out.box_mask] > 0) & (out.pred_boxes[out.box_mask] < 1)).all()
+    assert out.finished.tolist() == [True, True, True]
+    assert out.generated_mask.sum(1).tolist() == [5, 3, 2]
+    # the padded slots hold exactly what the teacher-forced forward gives for each <BOX>
+    forward = model(
+        input_ids=out.sequences,
+        pixel_values=inputs["pixel_values"],
+        attention_mask=torch.cat((inputs["attention_mask"], out.generated_mask), 1),
+    )
+    generated = forward.box_token_positions >= prompt
+    assert torch.allclose(out.pred_boxes[out.box_mask], forward.pred_boxes[generated], atol=1e-6)
+
+
+def test_generate_grounding_without_any_box_gives_empty_padded_tensors(tiny):
+    model, processor = tiny
+    inputs = processor(images=[xray_like(), xray_like(seed=1)], text=REPORTS[:2])
+    eos = processor.tokenizer.eos_token_id
+    word = processor.tokenizer.encode("normal", add_special_tokens=False)[0]
+    force = ForceAnswers([[word, eos], [eos]], eos, inputs["input_ids"].shape[1])
+    out = model.generate_grounding(
+        inputs["input_ids"],
+        inputs["pixel_values"],
+        inputs["attention_mask"],
+        logits_processor=LogitsProcessorList([force]),
+    )
+    k = model.config.num_box_queries
+    assert out.pred_boxes.shape == (2, 0, k, 4) and out.box_mask.shape == (2, 0)
+    assert out.box_token_positions.shape == (2, 0) and out.finished.tolist() == [True, True]
+
+
+def test_base_model_gives_image_features_and_merges_placeholders(tiny):
+    model, processor = tiny
+    batch = _batch(processor, findings=False)
+    assert isinstance(model.model, MedRGModel) and model.vision_tower is model.model.vision_tower
+    tokens, grid = model.model.get_image_features(batch["pixel_values"])
+    assert tokens.shape == (3, model.config.num_image_tokens, model.config.text_config.hidden_size)
+    assert grid.dim() == 4 and grid.shape[0] == 3
+    with torch.no_grad():
+        base = model.model(
+            input_ids=batch["input_ids"],
+            pixel_values=batch["pixel_values"],
+            attention_mask=batch["attention_mask"],
+        )
+        head = model(**batch)
+    assert torch.equal(base.logits, head.logits)
+    placeholder = batch["input_ids"] == processor.image_token_id
+    assert torch.equal(base.inputs_embeds[placeholder].reshape(tokens.shape), tokens)
+    with pytest.raises(ValueError, match="Got 2 images for 3 token sequences"):
+        model.model.get_placeholder_mask(batch["input_ids"], tokens[:2])
+
+
+def test_old_flat_checkpoint_names_still_load(tiny, tmp_path):
+    """Folders saved before the MedRGModel split (no `model.` prefix) load into the same weights."""
+    from safetensors.torch import load_file, save_file
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file(
+        {k.removeprefix("model."): v for k, v in weights.items()},
+        tmp_path / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    loaded = medrg.MedRGForReportGrounding.from_pretrained(tmp_path).eval()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_tied_and_lora_merged_models_save_and_reload_strictly(tiny, tmp_path):
+    import peft
+
+    model, processor = tiny
+    config = model.config.to_dict()
+    config["text_config"]["tie_word_embeddings"] = True
+    tied = medrg.MedRGForReportGrounding(medrg.MedRGConfig(**config))
+    tied.save_pretrained(tmp_path / "tied")
+    again, info = medrg.MedRGForReportGrounding.from_pretrained(tmp_path / "tied", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert again.get_output_embeddings().weight is again.get_input_embeddings().weight
+
+    fresh, _ = medrg.build_tiny_medrg(seed=0)
+    with warnings.catch_warnings():  # peft itself still reads a deprecated transformers property
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        lora = peft.get_peft_model(
+            fresh,
+            peft.LoraConfig(
+                r=2, target_modules=r".*language_model.*\.(q_proj|v_proj)", modules_to_save=["box_decoder"]
+            ),
+        )
+        with torch.no_grad():
+            for name, parameter in lora.named_parameters():
+                if "lora_B" in name:
+                    parameter.fill_(0.01)
+        merged = lora.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = medrg.MedRGForReportGrounding.from_pretrained(tmp_path / "merged")
+    q = reloaded.language_model.model.layers[0].self_attn.q_proj.weight
+    assert torch.equal(q, merged.language_model.model.layers[0].self_attn.q_proj.weight)
+    assert not torch.equal(q, model.language_model.model.layers[0].self_attn.q_proj.weight)  # the delta is in
 
 
 def test_activation_checkpointing_gives_the_same_loss_and_gradients():
@@ -185,3 +333,96 @@ def test_resize_keeps_box_token_and_config_in_sync(tiny):
     assert model.config.text_config.vocab_size == len(processor.tokenizer)
     assert model.config.box_token_id == processor.box_token_id
     assert model.config.image_token_id == processor.image_token_id
+
+
+def _random_problem(
+    seed: int, batch: int = 4, findings: int = 3, boxes: int = 5, k: int = 3, layers: int = 3
+):
+    """Random predictions for every finding of every sample and targets with random padding (some findings with
+    more boxes than queries)."""
+    generator = torch.Generator().manual_seed(seed)
+    counts = torch.randint(0, findings + 1, (batch,), generator=generator)
+    mask = torch.zeros(batch, findings, boxes, dtype=torch.bool)
+    for sample in range(batch):
+        for finding in range(int(counts[sample])):
+            real = torch.randperm(boxes, generator=generator)[
+                : int(torch.randint(1, boxes + 1, (1,), generator=generator))
+            ]
+            mask[sample, finding, real] = True
+    centres = torch.rand(batch, findings, boxes, 2, generator=generator) * 0.6 + 0.2
+    sizes = torch.rand(batch, findings, boxes, 2, generator=generator) * 0.3 + 0.05
+    targets = torch.cat((centres, sizes), -1) * mask[..., None]
+    batch_index = torch.repeat_interleave(torch.arange(batch), counts)
+    num = int(counts.sum())
+    predictions = torch.cat(
+        (
+            torch.rand(layers, num, k, 2, generator=generator),
+            torch.rand(layers, num, k, 2, generator=generator) * 0.5,
+        ),
+        -1,
+    ).clamp(0.01, 0.99)
+    return predictions, torch.randn(num, k, generator=generator), batch_index, targets, mask
+
+
+def _reference_box_losses(
+    all_boxes, score_logits, batch_index, target_boxes, target_mask, w_l1=5.0, w_giou=2.0
+):
+    """Per-box loop with scipy's exact assignment and transformers' IoU helpers (what the model computed before)."""
+    from scipy.optimize import linear_sum_assignment
+    from transformers.image_transforms import center_to_corners_format as corners
+    from transformers.loss.loss_for_object_detection import box_iou, generalized_box_iou
+
+    layers = all_boxes.shape[0]
+    l1, giou_loss, pairs = 0.0, 0.0, 0
+    score_targets = torch.zeros_like(score_logits)
+    order = {}
+    for m, sample in enumerate(batch_index.tolist()):
+        finding = order[sample] = order.get(sample, -1) + 1
+        gt = target_boxes[sample, finding][target_mask[sample, finding]]
+        cost = sum(
+            w_l1 * torch.cdist(all_boxes[layer, m], gt, p=1)
+            - w_giou * generalized_box_iou(corners(all_boxes[layer, m]), corners(gt))
+            for layer in range(layers)
+        )
+        rows, cols = linear_sum_assignment(cost.numpy())
+        rows, cols = torch.as_tensor(rows), torch.as_tensor(cols)
+        pairs += len(rows)
+        for layer in range(layers):
+            pred = all_boxes[layer, m, rows]
+            l1 += (pred - gt[cols]).abs().sum()
+            giou_loss += (1 - generalized_box_iou(corners(pred), corners(gt[cols])).diagonal()).sum()
+        score_targets[m, rows] = (
+            box_iou(corners(all_boxes[-1, m, rows]), corners(gt[cols]))[0].diagonal().clamp(0, 1)
+        )
+    normaliser = max(pairs, 1) * layers
+    confidence = torch.nn.functional.binary_cross_entropy_with_logits(score_logits, score_targets)
+    return l1 / normaliser, giou_loss / normaliser, confidence
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_box_losses_equal_the_per_box_reference(seed):
+    problem = _random_problem(seed)
+    got = box_losses(*problem, weight_l1=5.0, weight_giou=2.0)
+    expected = _reference_box_losses(*problem)
+    for name, a, b in zip(("l1", "giou", "confidence"), got, expected):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (name, a, b)
+
+
+@pytest.mark.parametrize(("k", "targets"), [(3, 3), (3, 2), (3, 5), (1, 4), (4, 4), (2, 1)])
+def test_matcher_finds_the_minimum_cost_assignment_like_scipy(k, targets):
+    from scipy.optimize import linear_sum_assignment
+
+    generator = torch.Generator().manual_seed(k * 10 + targets)
+    cost = torch.randn(200, k, targets, generator=generator)
+    mask = torch.rand(200, targets, generator=generator) < 0.7
+    mask[:, 0] = True  # every finding has at least one real box
+    match = match_queries_to_targets(cost, mask)
+    for m in range(cost.shape[0]):
+        real = mask[m].nonzero().flatten()
+        rows, cols = linear_sum_assignment(cost[m][:, real].numpy())
+        best = cost[m][:, real][rows, cols].sum()
+        queries = (match[m] >= 0).nonzero().flatten()
+        chosen = match[m, queries]
+        assert len(queries) == min(k, len(real))  # one-to-one, as many pairs as possible
+        assert len(set(chosen.tolist())) == len(chosen) and mask[m, chosen].all()  # distinct real targets
+        assert torch.isclose(cost[m, queries, chosen].sum(), best, atol=1e-5)
