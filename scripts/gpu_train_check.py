@@ -16,13 +16,14 @@ import time
 
 import numpy as np
 import torch
-from medrg.evaluation import compute_grounding_metrics
+from medrg.evaluation import compute_grounding_metrics, predict_groundings
 from medrg.processing.data.synthcxr import generate_example
 from PIL import Image
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 import medrg
 from medrg.training.collator import MedRGDataCollator
+from medrg.training.trainer import MedRGTrainer
 
 
 def rows(split: str, count: int, image_size: int) -> list[dict]:
@@ -45,7 +46,6 @@ def main() -> None:
         "--dry-run-cpu", action="store_true", help="a few steps on the CPU to check the script"
     )
     args = parser.parse_args()
-    device = "cpu" if args.dry_run_cpu else "cuda"
     assert args.dry_run_cpu or torch.cuda.is_available(), "no CUDA device"
     rank = int(os.environ.get("RANK", "0"))
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def main() -> None:
         seed=0,
         use_cpu=args.dry_run_cpu,
     )
-    trainer = Trainer(
+    trainer = MedRGTrainer(
         model=model, args=training_args, train_dataset=train_rows, data_collator=MedRGDataCollator(processor)
     )
     if not args.dry_run_cpu:
@@ -85,16 +85,9 @@ def main() -> None:
     train_seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if not args.dry_run_cpu else 0.0
     model = trainer.model.eval()
-    predictions = []
     start = time.perf_counter()
-    for first in range(0, len(test_rows), 64):
-        chunk = test_rows[first : first + 64]
-        inputs = processor(images=[r["image"] for r in chunk], text=[r["report"] for r in chunk]).to(device)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            output = model.generate_grounding(
-                inputs["input_ids"], inputs["pixel_values"], inputs["attention_mask"], max_new_tokens=64
-            )
-        predictions += processor.post_process_grounding(output, inputs["image_sizes"].cpu(), threshold=0.5)
+    # the package's one prediction path (the same as the training callback and `medrg evaluate`)
+    predictions = predict_groundings(model, processor, test_rows, batch_size=64)
     infer_seconds = time.perf_counter() - start
     metrics = compute_grounding_metrics(predictions, [r["findings"] for r in test_rows])
     report = {

@@ -29,7 +29,7 @@ def test_torchrun_two_process_ddp_same_weights(tmp_path):
     output_dir = tmp_path / "ddp"
     config = tiny_train_config(
         output_dir,
-        training={"ddp_find_unused_parameters": True, "trainer_args": {"ddp_backend": "gloo"}},
+        training={"ddp_find_unused_parameters": True, "ddp_backend": "gloo"},
     )
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)

@@ -43,7 +43,12 @@ def test_backbones_then_continue_from_the_checkpoint(tmp_path):
     model = {"source": "backbones", "text_model": str(lm), "vision_model": str(vision), "image_size": 64,
              "overrides": {"box_decoder_dim": 32, "box_decoder_heads": 4, "box_decoder_ffn_dim": 64,
                            "box_decoder_layers": 1}}  # fmt: skip
-    lora = {"enabled": True, "r": 2, "alpha": 4, "modules_to_save": ["multi_modal_projector", "box_decoder"]}
+    lora = {
+        "enabled": True,
+        "r": 2,
+        "lora_alpha": 4,
+        "modules_to_save": ["multi_modal_projector", "box_decoder"],
+    }
     first = train({"model": model, "data": synth_data(), "lora": lora, "training": training(tmp_path / "a"),
                    "export": {"evaluate_splits": []}})  # fmt: skip
     second = train({"model": {"source": "checkpoint", "checkpoint": first["export_dir"]}, "data": synth_data(),

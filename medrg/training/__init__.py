@@ -2,7 +2,9 @@
 
 - `MedRGDataCollator(processor)`: dataset rows -> teacher-forced model inputs.
 - `GroundingAugmentation`: box-consistent scale/translate, brightness/contrast, side-swapping flip.
-- `TrainConfig` / `load_config`: the validated YAML config; `train(config) -> dict`.
+- `TrainConfig` / `load_config`: the validated YAML config (`training:` is `TrainingArguments`, `lora:` is
+  peft's `LoraConfig`); `train(config) -> dict`.
+- `MedRGTrainer`: `Trainer` that stops at the first NaN/inf (`NonFiniteLossError`) and marks complete checkpoints.
 - `save_hub_folder(model, processor, out_dir)`: merged weights + code + processor + card.
 - `default_model_path()`: the small MedRG shipped inside the package.
 """
@@ -19,11 +21,15 @@ def __getattr__(name: str):
         from . import train as _train
 
         return getattr(_train, name)
+    if name in ("MedRGTrainer", "NonFiniteLossError"):
+        from . import trainer
+
+        return getattr(trainer, name)
     if name in ("save_hub_folder", "merge_adapters"):
         from . import export
 
         return getattr(export, name)
-    if name in ("GroundingEvalCallback", "grounding_metrics", "predict_groundings"):
+    if name in ("GroundingEvalCallback", "grounding_metrics"):
         from . import callbacks
 
         return getattr(callbacks, name)

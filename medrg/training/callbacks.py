@@ -1,46 +1,18 @@
-"""Grounding evaluation during training: predictions by generation, metrics, and a Trainer callback."""
+"""Grounding evaluation during training: metrics by generation (through `medrg.evaluation.predict_groundings`,
+the package's one prediction path) and a Trainer callback."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-import torch
 from transformers import TrainerCallback
-
-
-@torch.no_grad()
-def predict_groundings(
-    model, processor, rows: Sequence, batch_size: int = 16, max_new_tokens: int = 64
-) -> list:
-    """Generate and ground every row (`image`, `report`); returns per row the processor's prediction records."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    predictions = []
-    try:
-        for start in range(0, len(rows), batch_size):
-            batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-            inputs = processor(images=[r["image"] for r in batch], text=[r["report"] for r in batch])
-            generated = model.generate_grounding(
-                input_ids=inputs["input_ids"].to(device),
-                pixel_values=inputs["pixel_values"].to(device, model.dtype),
-                attention_mask=inputs["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens,
-            )
-            predictions.extend(
-                processor.post_process_grounding(generated, target_sizes=inputs["image_sizes"])
-            )
-    finally:
-        model.train(was_training)
-    return predictions
 
 
 def grounding_metrics(
     model, processor, dataset, batch_size: int = 16, max_samples: int | None = None
 ) -> dict:
     """accuracy@t / mean_iou / ... of `model` on `dataset` rows (the grounding schema), by generation."""
-    from medrg.evaluation import compute_grounding_metrics
+    from medrg.evaluation import compute_grounding_metrics, predict_groundings
 
     count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     rows = [dataset[i] for i in range(count)]
@@ -84,4 +56,4 @@ class GroundingEvalCallback(TrainerCallback):
             print(f"[step {state.global_step}] validation {shown}", flush=True)
 
 
-__all__ = ["GroundingEvalCallback", "grounding_metrics", "predict_groundings"]
+__all__ = ["GroundingEvalCallback", "grounding_metrics"]

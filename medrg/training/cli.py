@@ -1,9 +1,11 @@
-"""`medrg train --config configs/NAME.yaml [--set section.key=value ...] [--resume]`."""
+"""`medrg train --config configs/NAME.yaml [--set section.key=value ...] [--resume] [--dry-run]`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from .config import apply_overrides  # noqa: F401  (re-exported: `--set` semantics live in config.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config value (YAML-parsed), e.g. --set training.max_steps=100; repeatable",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in output_dir"
+        "--resume",
+        action="store_true",
+        help="continue from the last complete checkpoint in output_dir (a finished run: nothing to do)",
     )
     parser.add_argument("--output-dir", default=None, help="override training.output_dir")
     parser.add_argument(
@@ -26,53 +30,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def apply_overrides(data: dict, assignments: list[str]) -> dict:
-    """Set `section.key=value` (value parsed as YAML) in the raw config mapping."""
-    import yaml
-
-    for assignment in assignments:
-        if "=" not in assignment:
-            raise ValueError(f"--set expects SECTION.KEY=VALUE, got {assignment!r}")
-        dotted, raw = assignment.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--set {dotted}: {key} is not a section")
-        node[keys[-1]] = yaml.safe_load(raw)
-    return data
-
-
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import yaml
-
-    from .config import TrainConfig
+    """Run `medrg train`; user errors (config, data, checkpoints, a diverged run) exit with one line on stderr
+    (`--debug`, where the `medrg` command offers it, shows the traceback)."""
+    from .checkpoints import resolve_resume_checkpoint
+    from .config import load_config
     from .train import build_trainer, train
 
-    path = Path(args.config)
-    if not path.is_file():
-        raise SystemExit(f"medrg train: config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    apply_overrides(data, args.set)
+    overrides = list(args.set)
     if args.resume:
-        data.setdefault("training", {})["resume_from_checkpoint"] = True
+        overrides.append("training.resume_from_checkpoint=true")
     if args.output_dir:
-        data.setdefault("training", {})["output_dir"] = args.output_dir
+        overrides.append(f"training.output_dir={json.dumps(args.output_dir)}")
     try:
-        config = TrainConfig.from_dict(data)
+        config = load_config(args.config, overrides)
+        if args.dry_run:
+            training = config.training
+            resolve_resume_checkpoint(training.resume_from_checkpoint, training.output_dir, set_aside=False)
+            trainer, _, splits = build_trainer(config)
+            print(
+                f"config OK; {len(trainer.train_dataset)} training rows; splits {sorted(splits)}; "
+                f"model {type(trainer.model).__name__}"
+            )
+            return 0
+        summary = train(config)
     except ValueError as error:
-        raise SystemExit(f"medrg train: {path}: {error}") from None
-    if args.dry_run:
-        trainer, _, _ = build_trainer(config)
-        print(f"config OK; {len(trainer.train_dataset)} training rows; model {type(trainer.model).__name__}")
+        if getattr(args, "debug", False):
+            raise
+        message = str(error)
+        if not message.startswith(str(args.config)):
+            message = f"{args.config}: {message}"
+        raise SystemExit(f"medrg train: {message}") from None
+    if summary.get("already_finished"):
+        print(
+            f"nothing to do: the run finished at step {summary['global_step']}; {summary['export_dir']} unchanged"
+        )
         return 0
-    summary = train(config)
     shown = {
         k: summary[k]
-        for k in ("global_step", "train_seconds", "best_checkpoint", "export_dir")
+        for k in ("global_step", "train_seconds", "resumed_from", "best_checkpoint", "export_dir")
         if k in summary
     }
     shown["metrics"] = summary.get("metrics")

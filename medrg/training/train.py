@@ -3,17 +3,20 @@ keep the best checkpoint by validation mIoU and save a hub-ready folder with its
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 import torch
 
-from .config import DataSection, LoraSection, ModelSection, TrainConfig, TrainingSection, load_config
+from .config import LABEL_NAMES, DataArguments, LoraArguments, ModelArguments, TrainConfig, load_config
 
-LABEL_NAMES = ["labels", "target_boxes", "target_boxes_mask"]
+SUMMARY_FILE = "train_summary.json"
+logger = logging.getLogger("medrg.training")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -37,59 +40,55 @@ def check_checkpoint(path: str | os.PathLike) -> dict:
     return config
 
 
-def build_model(section: ModelSection):
+def build_model(section: ModelArguments):
     """(model, processor) from the model section: tiny from scratch, from local backbones, or a MedRG checkpoint."""
     import medrg
 
-    if section.source == "tiny":
-        return medrg.build_tiny_medrg(
-            seed=section.seed,
-            image_size=section.image_size,
-            max_length=section.max_length,
-            **section.overrides,
-        )
-    if section.source == "backbones":
-        torch.manual_seed(section.seed)
-        return medrg.build_medrg_from_backbones(
-            section.text_model,
-            section.vision_model,
-            image_size=section.image_size,
-            gguf_file=section.gguf_file,
-            image_mean=section.image_mean,
-            image_std=section.image_std,
-            max_length=section.max_length,
-            **section.overrides,
-        )
+    try:
+        if section.source == "tiny":
+            return medrg.build_tiny_medrg(
+                seed=section.seed,
+                image_size=section.image_size,
+                max_length=section.max_length,
+                **section.overrides,
+            )
+        if section.source == "backbones":
+            torch.manual_seed(section.seed)
+            return medrg.build_medrg_from_backbones(
+                section.text_model,
+                section.vision_model,
+                image_size=section.image_size,
+                gguf_file=section.gguf_file,
+                image_mean=section.image_mean,
+                image_std=section.image_std,
+                max_length=section.max_length,
+                **section.overrides,
+            )
+    except (TypeError, ValueError) as error:
+        if not section.overrides:
+            raise
+        raise ValueError(f"model.overrides {section.overrides}: {error}") from None
     check_checkpoint(section.checkpoint)
     model = medrg.MedRGForReportGrounding.from_pretrained(section.checkpoint)
     processor = medrg.MedRGProcessor.from_pretrained(section.checkpoint)
     for name, value in section.overrides.items():
-        if not hasattr(model.config, name):
-            raise ValueError(f"model.overrides.{name} is not a MedRGConfig field")
         setattr(model.config, name, value)
     return model, processor
 
 
-def apply_lora(model, section: LoraSection, box_token_id: int):
-    """Wrap `model` with LoRA on the LM projections; heads in `modules_to_save`; `<BOX>` rows trainable."""
+def apply_lora(model, section: LoraArguments, box_token_id: int):
+    """Wrap `model` with peft's LoRA (`section.peft_config`); with `train_box_token` only the `<BOX>` rows of the
+    input embeddings and of the untied output head are trained (peft `trainable_token_indices`)."""
     import warnings
 
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    token_indices = None
+    lora_config = section.peft_config
     if section.train_box_token:
-        # only the <BOX> rows of the input embeddings and of the (untied) output head are trained
         token_indices = {"embed_tokens": [box_token_id]}
         if not getattr(model.config.text_config, "tie_word_embeddings", False):
             token_indices["lm_head"] = [box_token_id]
-    lora_config = LoraConfig(
-        r=section.r,
-        lora_alpha=section.alpha,
-        lora_dropout=section.dropout,
-        target_modules=section.target_modules,
-        modules_to_save=list(section.modules_to_save),
-        trainable_token_indices=token_indices,
-    )
+        lora_config = dataclasses.replace(lora_config, trainable_token_indices=token_indices)
     with warnings.catch_warnings():
         # peft 0.21 reads the deprecated `is_gradient_checkpointing` of transformers 5
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -99,8 +98,11 @@ def apply_lora(model, section: LoraSection, box_token_id: int):
 # ------------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------------
-def build_datasets(section: DataSection) -> tuple:
-    """(train dataset, eval dataset or None, {split: dataset} of every source, concatenated)."""
+def build_datasets(section: DataArguments) -> tuple:
+    """(train dataset, eval dataset or None, {split: dataset} of every source, concatenated).
+
+    Raises ValueError naming the key for an unknown dataset name, a source without `train_split`, or an
+    `eval_split` that no source has."""
     import datasets
 
     import medrg
@@ -110,13 +112,19 @@ def build_datasets(section: DataSection) -> tuple:
     per_split: dict[str, list] = {}
     train_parts = []
     for i, source in enumerate(section.sources):
-        built = medrg.load_grounding_dataset(source.name, data_dir=source.data_dir, **source.options)
+        where = f"data.sources[{i}] ({source.name})"
+        try:
+            built = medrg.load_grounding_dataset(source.name, data_dir=source.data_dir, **source.options)
+        except TypeError as error:
+            raise ValueError(f"{where}.options: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
         if section.train_split not in built:
             raise ValueError(
-                f"data.sources[{i}] ({source.name}) has no split {section.train_split!r}; it has {list(built)}"
+                f"{where} has no split {section.train_split!r} (data.train_split); it has {list(built)}"
             )
         for split, dataset in built.items():
-            check_dataset_columns(dataset, f"data.sources[{i}] ({source.name}) split {split!r}")
+            check_dataset_columns(dataset, f"{where} split {split!r}")
             keep = [
                 c for c in dataset.column_names if c in ("image", "report", "findings", "image_id", "source")
             ]
@@ -126,65 +134,32 @@ def build_datasets(section: DataSection) -> tuple:
         split: parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
         for split, parts in per_split.items()
     }
+    if section.eval_split is not None and section.eval_split not in splits:
+        raise ValueError(
+            f"data.eval_split {section.eval_split!r} is not a split of the sources; they have {list(splits)}"
+        )
     train = train_parts[0] if len(train_parts) == 1 else datasets.concatenate_datasets(train_parts)
-    evaluation = splits.get(section.eval_split)
+    evaluation = splits.get(section.eval_split) if section.eval_split is not None else None
     return train, evaluation, splits
+
+
+def export_splits(config: TrainConfig, splits: dict) -> list[str]:
+    """The splits measured for metrics.json: `export.evaluate_splits`, each of which must exist (default: those
+    of validation/test that exist)."""
+    names = config.export.evaluate_splits
+    if names is None:
+        return [s for s in ("validation", "test") if s in splits]
+    missing = [s for s in names if s not in splits]
+    if missing:
+        raise ValueError(
+            f"export.evaluate_splits names {missing}, not splits of the sources; they have {list(splits)}"
+        )
+    return list(names)
 
 
 # ------------------------------------------------------------------------------------------------
 # trainer
 # ------------------------------------------------------------------------------------------------
-def training_arguments(section: TrainingSection, has_eval: bool):
-    """TrainingArguments for MedRG (remove_unused_columns=False, all label names, best model by mIoU)."""
-    from transformers import TrainingArguments
-
-    kwargs = dict(
-        output_dir=section.output_dir,
-        max_steps=section.max_steps,
-        num_train_epochs=section.num_train_epochs,
-        per_device_train_batch_size=section.per_device_train_batch_size,
-        per_device_eval_batch_size=section.per_device_eval_batch_size,
-        gradient_accumulation_steps=section.gradient_accumulation_steps,
-        learning_rate=section.learning_rate,
-        weight_decay=section.weight_decay,
-        warmup_steps=section.warmup_steps,
-        lr_scheduler_type=section.lr_scheduler_type,
-        max_grad_norm=section.max_grad_norm,
-        logging_steps=section.logging_steps,
-        save_total_limit=section.save_total_limit,
-        bf16=section.bf16,
-        activation_checkpointing=section.activation_checkpointing,
-        use_cpu=section.use_cpu,
-        dataloader_num_workers=section.dataloader_num_workers,
-        seed=section.seed,
-        data_seed=section.data_seed,
-        deepspeed=section.deepspeed,
-        ddp_find_unused_parameters=section.ddp_find_unused_parameters,
-        remove_unused_columns=False,
-        label_names=list(LABEL_NAMES),
-        report_to="none",
-        disable_tqdm=not os.isatty(2),
-    )
-    if section.save_steps is None:
-        kwargs["save_strategy"] = "no"
-    else:
-        kwargs.update(save_strategy="steps", save_steps=section.save_steps)
-    if has_eval and section.eval_steps:
-        kwargs.update(eval_strategy="steps", eval_steps=section.eval_steps)
-        if section.save_steps is not None:
-            kwargs.update(
-                load_best_model_at_end=True, metric_for_best_model="eval_mean_iou", greater_is_better=True
-            )
-    overlap = sorted(set(section.trainer_args) & set(kwargs))
-    if overlap:
-        raise ValueError(f"training.trainer_args.{overlap[0]} is set by the training section; set it there")
-    kwargs.update(section.trainer_args)
-    try:
-        return TrainingArguments(**kwargs)
-    except TypeError as error:
-        raise ValueError(f"training.trainer_args: {error}") from None
-
-
 def weights_digest(model, parameters_only: bool = False) -> str:
     """SHA-256 of every parameter and buffer (name, dtype, bytes): equal digests = identical weights.
 
@@ -201,59 +176,98 @@ def weights_digest(model, parameters_only: bool = False) -> str:
     return digest.hexdigest()
 
 
-def build_trainer(config: TrainConfig, extra_callbacks: list | None = None):
+def build_trainer(config: TrainConfig | dict | str, extra_callbacks: list | None = None):
     """Everything before `trainer.train()`: validated config -> (trainer, processor, splits). All input
-    errors (config, dataset columns, checkpoint architecture) surface here, before any training step."""
-    from transformers import Trainer
-
+    errors (config, dataset splits and columns, checkpoint architecture) surface here, before any training step."""
     from .callbacks import GroundingEvalCallback
     from .collator import MedRGDataCollator
+    from .trainer import MedRGTrainer
 
     config = load_config(config)
-    t = config.training
-    if t.torch_threads:
-        torch.set_num_threads(t.torch_threads)
+    args = config.training
+    if config.medrg_training.torch_threads:
+        torch.set_num_threads(config.medrg_training.torch_threads)
     if config.model.source == "checkpoint":
         check_checkpoint(config.model.checkpoint)
     train_dataset, eval_dataset, splits = build_datasets(config.data)
+    export_splits(config, splits)
     if eval_dataset is not None and config.data.max_eval_samples is not None:
         eval_dataset = eval_dataset.select(range(min(len(eval_dataset), config.data.max_eval_samples)))
-    args = training_arguments(t, has_eval=eval_dataset is not None)
     model, processor = build_model(config.model)
     if config.lora.enabled:
         model = apply_lora(model, config.lora, processor.box_token_id)
     callbacks = list(extra_callbacks or [])
-    if eval_dataset is not None and t.eval_steps:
+    evaluating = eval_dataset is not None and args.eval_strategy != "no"
+    if evaluating:
         callbacks.append(
-            GroundingEvalCallback(processor, eval_dataset, batch_size=t.per_device_eval_batch_size)
+            GroundingEvalCallback(processor, eval_dataset, batch_size=args.per_device_eval_batch_size)
         )
-    trainer = Trainer(
+    trainer = MedRGTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
-        eval_dataset=eval_dataset if t.eval_steps else None,
-        data_collator=MedRGDataCollator(processor, augmentation=config.data.augmentation, seed=t.seed),
+        eval_dataset=eval_dataset if evaluating else None,
+        data_collator=MedRGDataCollator(processor, augmentation=config.data.augmentation, seed=args.seed),
         callbacks=callbacks,
     )
     return trainer, processor, splits
 
 
+def finished_run(config: TrainConfig) -> dict | None:
+    """The stored summary when `output_dir` holds a run that already reached this config's end and exported its
+    model (then resuming has nothing to do); else None."""
+    args = config.training
+    file = Path(args.output_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    exported = Path(summary.get("export_dir") or "") / "model.safetensors"
+    same_end = summary.get("requested_max_steps") == args.max_steps and (
+        args.max_steps > 0 or summary.get("num_train_epochs") == args.num_train_epochs
+    )
+    if exported.is_file() and same_end and summary.get("global_step", -1) >= summary.get("max_steps", 0):
+        return summary
+    return None
+
+
 def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None) -> dict:
     """Train MedRG as configured; returns a summary (train metrics, best checkpoint, exported folder, metrics per
-    split, weights digest, seconds). See `docs/training.md`."""
+    split, weights digest, seconds). See `docs/training.md`.
+
+    `training.resume_from_checkpoint: true` continues from the last complete checkpoint of `output_dir` (and is a
+    no-op for a run that already finished); a non-finite loss raises `NonFiniteLossError` before any export."""
     from .callbacks import grounding_metrics
+    from .checkpoints import resolve_resume_checkpoint
     from .export import merge_adapters, save_hub_folder
 
     config = load_config(config)
+    args = config.training
+    resume = args.resume_from_checkpoint
+    if resume is not None and str(resume).lower() in ("true", "last"):
+        finished = finished_run(config)
+        if finished is not None:
+            logger.warning(
+                "nothing to resume: the run in %s finished at step %s and exported %s (left unchanged)",
+                args.output_dir,
+                finished["global_step"],
+                finished["export_dir"],
+            )
+            return {**finished, "already_finished": True, "log_history": []}
+    checkpoint = resolve_resume_checkpoint(resume, args.output_dir)
     trainer, processor, splits = build_trainer(config, extra_callbacks)
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=config.training.resume_from_checkpoint or None)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     seconds = time.perf_counter() - started
     model = getattr(trainer.model, "module", trainer.model)
     summary = {
         "train_metrics": output.metrics,
         "train_seconds": seconds,
         "global_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "requested_max_steps": args.max_steps,
+        "num_train_epochs": args.num_train_epochs,
+        "resumed_from": checkpoint.name if checkpoint is not None else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
         "weights_sha256": weights_digest(model),
@@ -264,19 +278,19 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
         return summary
     merged = merge_adapters(model)
     metrics = {}
-    for split in config.export.evaluate_splits:
-        if split in splits:
-            metrics[split] = grounding_metrics(
-                merged,
-                processor,
-                splits[split],
-                batch_size=config.training.per_device_eval_batch_size,
-                max_samples=config.export.max_eval_samples,
-            )
-    export_dir = config.export.dir or str(Path(config.training.output_dir) / "final")
+    for split in export_splits(config, splits):
+        metrics[split] = grounding_metrics(
+            merged,
+            processor,
+            splits[split],
+            batch_size=args.per_device_eval_batch_size,
+            max_samples=config.export.max_eval_samples,
+        )
+    export_dir = config.export.dir or str(Path(args.output_dir) / "final")
     save_hub_folder(merged, processor, export_dir, card_text=config.export.card_text, metrics=metrics)
     summary.update(export_dir=export_dir, metrics=metrics)
-    (Path(config.training.output_dir) / "train_summary.json").write_text(
+    # written last: its presence (with the exported folder) marks the run as finished for --resume
+    (Path(args.output_dir) / SUMMARY_FILE).write_text(
         json.dumps({k: v for k, v in summary.items() if k != "log_history"}, indent=2, default=str) + "\n"
     )
     return summary
@@ -289,7 +303,7 @@ __all__ = [
     "build_model",
     "build_trainer",
     "check_checkpoint",
+    "finished_run",
     "train",
-    "training_arguments",
     "weights_digest",
 ]
