@@ -24,34 +24,21 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from medrg.processing.data.synthcxr import build_synthcxr, generate_example
+from medrg.evaluation.grounding_accuracy.grounding_metrics import box_iou_matrix, names_category
+from medrg.processing.data.synthcxr import CATEGORIES, build_synthcxr, generate_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_CATEGORY_WORDS = [
-    ("pneumothorax", "pneumothorax"),
-    ("effusion", "effusion"),
-    ("costophrenic", "effusion"),
-    ("cardi", "cardiomegaly"),
-    ("atelectasis", "atelectasis"),
-    ("mass", "mass"),
-    ("nodul", "nodule"),
-    ("consolidation", "consolidation"),
-    ("airspace", "consolidation"),
-]
-
 
 def iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """IoU of two xyxy boxes (the package's one implementation, ``box_iou_matrix``)."""
+    return float(box_iou_matrix([a], [b])[0, 0])
 
 
 def parse_phrase(phrase: str) -> tuple[str, str]:
+    """(category, side) a phrase names: category by the metric's label rule (``names_category``)."""
     p = phrase.lower()
-    category = next(c for word, c in _CATEGORY_WORDS if word in p)
+    category = next(c for c in CATEGORIES if names_category(phrase, c))
     side = "right" if "right" in p else ("left" if ("left" in p or "lingul" in p) else "")
     return category, side
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "chestxray8"
-KEYS = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou")
+KEYS = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou", "label_accuracy@0.5")
 
 
 def main() -> None:
@@ -73,8 +73,8 @@ def main() -> None:
         "",
         f"Model: `{model_path}`. Values in %.",
         "",
-        "| method | accuracy@0.1 | accuracy@0.3 | accuracy@0.5 | mIoU |",
-        "|---|---|---|---|---|",
+        "| method | accuracy@0.1 | accuracy@0.3 | accuracy@0.5 | mIoU | label-aware accuracy@0.5 |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(f"| {row['method']} | " + " | ".join(f"{100 * row[k]:.2f}" for k in KEYS) + " |")

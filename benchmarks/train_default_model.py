@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "default_model.yaml"
 TARGET = ROOT / "medrg" / "default_model"
-KEYS = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou", "phrase_token_f1", "no_finding_accuracy")
+KEYS = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou", "label_accuracy@0.5", "phrase_token_f1",
+        "no_finding_accuracy")  # fmt: skip
 KEEP = {"config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
         "tokenizer_config.json"}  # fmt: skip
 

@@ -1,4 +1,8 @@
-"""``medrg evaluate``: evaluate a model directory or a baseline on a grounding dataset."""
+"""``medrg evaluate``: evaluate a model directory or a baseline on a grounding dataset.
+
+A model folder is loaded with ``medrg.loading.load_medrg``: its own Python code (``auto_map``) runs only
+with ``--trust-remote-code``. ``--out`` is checked (a writable folder) before the model or the data load.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,15 @@ from .baselines import BASELINES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help=f"model directory, or a baseline name: {', '.join(sorted(BASELINES))}"
+        "--model",
+        required=True,
+        help=f"model directory, 'default' (the embedded model), or a baseline name: {', '.join(sorted(BASELINES))}",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own Python code (auto_map) if it is not a MedRG model type; "
+        "default: never run a folder's code (MedRG folders load with the installed package)",
     )
     parser.add_argument("--dataset", required=True, help="dataset name for medrg.load_grounding_dataset")
     parser.add_argument("--data-dir", default=None, help="folder of the dataset's files (real datasets)")
@@ -41,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         num_overlays=args.num_overlays,
         multi_box=args.multi_box,
+        trust_remote_code=args.trust_remote_code,
     )
     print(metrics_table([(str(report["model"]), report["metrics"])]), end="")
-    headline = {k: report["metrics"][k] for k in ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou")}
+    keys = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou", "label_accuracy@0.5")
+    headline = {k: report["metrics"].get(k) for k in keys}
     print(json.dumps({"out": str(args.out), "num_samples": report["num_samples"], **headline}))
     return 0

@@ -18,7 +18,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .baselines import BASELINES, make_baseline
-from .metrics import DEFAULT_IOU_THRESHOLDS, compute_grounding_metrics
+from .metrics import DEFAULT_IOU_THRESHOLDS, compute_grounding_metrics, validate_options
+from .prediction import predict_groundings
 
 Predictor = Callable[[list[dict]], list[list[dict]]]
 
@@ -35,12 +36,19 @@ PAPER_REFERENCE_ROWS = [
      "accuracy@0.5": 31.82, "mean_iou": 35.91},
 ]  # fmt: skip
 
+METRIC_RULES = {
+    "matching": "one-to-one Hungarian on IoU (phrase token F1 as tie-break)",
+    "hit_iou": 0.5,
+    "label_rule": "label_accuracy@t: IoU >= t and the label names the finding's category "
+    "(CATEGORY_KEYWORDS, whole words, negated mentions excluded)",
+}
 TABLE_COLUMNS = (
     "accuracy@0.1",
     "accuracy@0.3",
     "accuracy@0.5",
     "accuracy@0.7",
     "mean_iou",
+    "label_accuracy@0.5",
     "average_precision@0.5",
     "phrase_token_f1",
     "no_finding_accuracy",
@@ -53,6 +61,8 @@ TABLE_COLUMNS = (
 # Resolving what to evaluate
 # ------------------------------------------------------------------------------------------------
 def _pipeline_predictor(pipe: Any, batch_size: int, threshold: float) -> Predictor:
+    """Predictor of a caller's own transformers pipeline object."""
+
     def predict(examples: list[dict]) -> list[list[dict]]:
         inputs = [{"image": example["image"], "report": example["report"]} for example in examples]
         outputs = pipe(inputs, batch_size=batch_size, threshold=threshold)
@@ -63,12 +73,13 @@ def _pipeline_predictor(pipe: Any, batch_size: int, threshold: float) -> Predict
     return predict
 
 
-def _build_pipeline(model: Any, processor: Any) -> Any:
-    from transformers import pipeline
+def _model_predictor(model: Any, processor: Any, batch_size: int, threshold: float) -> Predictor:
+    """Predictor of a (model, processor): the package's one prediction path, ``predict_groundings``."""
 
-    import medrg  # noqa: F401  (registers the "report-grounding" task and the Auto classes)
+    def predict(examples: list[dict]) -> list[list[dict]]:
+        return predict_groundings(model, processor, examples, batch_size=batch_size, threshold=threshold)
 
-    return pipeline("report-grounding", model=model, processor=processor, trust_remote_code=True)
+    return predict
 
 
 def resolve_predictor(
@@ -78,12 +89,14 @@ def resolve_predictor(
     processor: Any = None,
     batch_size: int = 8,
     threshold: float = 0.0,
+    trust_remote_code: bool = False,
 ) -> tuple[Predictor, str]:
     """Turn what the caller gave into ``(predict(examples) -> records per example, name)``.
 
     Accepts a baseline name (``prior``, ``center``) or object (anything with ``fit`` and ``predict``;
-    fitted on ``train_examples()`` unless already fitted), a model directory (loaded with
-    ``pipeline("report-grounding")``), a ``(model, processor)`` tuple, a transformers ``Pipeline``, or any
+    fitted on ``train_examples()`` unless already fitted), a model directory or ``"default"`` (the embedded
+    model; loaded with ``medrg.loading.load_medrg``, which runs a folder's own code only with
+    ``trust_remote_code=True``), a ``(model, processor)`` tuple, a transformers ``Pipeline``, or any
     callable ``predict(list_of_examples) -> list[list[record]]``.
     """
     if isinstance(model_or_path, (str, os.PathLike)) and str(model_or_path) in BASELINES:
@@ -98,17 +111,20 @@ def resolve_predictor(
             baseline.fit(train_examples())
         return baseline.predict, getattr(baseline, "name", type(baseline).__name__)
     if isinstance(model_or_path, (str, os.PathLike)):
-        path = Path(model_or_path)
-        if not path.is_dir():
+        from medrg.loading import DEFAULT_NAME, load_medrg
+
+        name = str(model_or_path)
+        if name != DEFAULT_NAME and not Path(name).exists():
             raise ValueError(
-                f"--model {str(model_or_path)!r} is neither a model directory nor a baseline name "
-                f"(one of {sorted(BASELINES)})"
+                f"--model {name!r} is neither a model directory nor a baseline name "
+                f"(one of {sorted(BASELINES)}) nor {DEFAULT_NAME!r} (the embedded model): folder not found"
             )
-        return _pipeline_predictor(_build_pipeline(str(path), processor), batch_size, threshold), path.name
+        model, loaded_processor = load_medrg(name, trust_remote_code=trust_remote_code)
+        predictor = _model_predictor(model, processor or loaded_processor, batch_size, threshold)
+        return predictor, "medrg-default" if name == DEFAULT_NAME else Path(name).name
     if isinstance(model_or_path, tuple) and len(model_or_path) == 2:
         model, tuple_processor = model_or_path
-        pipe = _build_pipeline(model, tuple_processor)
-        return _pipeline_predictor(pipe, batch_size, threshold), type(model).__name__
+        return _model_predictor(model, tuple_processor, batch_size, threshold), type(model).__name__
     if "transformers" in sys.modules:
         from transformers import Pipeline
 
@@ -193,6 +209,8 @@ def format_number(value: Any, percent: bool = True) -> str:
 def metrics_table(rows: Sequence[tuple[str, Mapping[str, Any]]], paper_dataset: str | None = None) -> str:
     """Markdown table, one row per (name, metrics); accuracies/IoU/AP/F1 in %, ECE and AURC as fractions.
 
+    ``label_accuracy@0.5`` is the label-aware score: IoU >= 0.5 and a label that names the category.
+
     ``paper_dataset`` ("MS-CXR" or "ChestX-ray8") appends the published reference rows of that dataset.
     """
     header = ["model", *TABLE_COLUMNS, "n findings"]
@@ -211,15 +229,17 @@ def metrics_table(rows: Sequence[tuple[str, Mapping[str, Any]]], paper_dataset: 
     return "\n".join(lines) + "\n"
 
 
+PER_CATEGORY_COLUMNS = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou", "label_accuracy@0.5")
+
+
 def per_category_table(metrics: Mapping[str, Any]) -> str:
+    """Markdown table of ``metrics["per_category"]`` (values in %)."""
     lines = [
-        "| category | n | accuracy@0.1 | accuracy@0.3 | accuracy@0.5 | mean_iou |",
-        "|---|---|---|---|---|---|",
+        "| category | n | " + " | ".join(PER_CATEGORY_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(PER_CATEGORY_COLUMNS),
     ]
     for category, entry in metrics["per_category"].items():
-        values = [
-            format_number(entry.get(k)) for k in ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou")
-        ]
+        values = [format_number(entry.get(k)) for k in PER_CATEGORY_COLUMNS]
         lines.append(f"| {category or '(none)'} | {entry['num_findings']} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 
@@ -249,6 +269,7 @@ def evaluate_model(
     show_progress: bool | None = None,
     model_name: str | None = None,
     dataset_name: str | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Run ``model_or_path`` on a grounding dataset split and compute the grounding metrics.
 
@@ -261,29 +282,40 @@ def evaluate_model(
         batch_size: examples per ``predict`` call (and the pipeline's batch size).
         threshold: the pipeline's score threshold (0 keeps every box; the metrics need all of them).
         max_samples: evaluate only the first N examples of the split.
-        out_dir: if given, write metrics.json, metrics.md, predictions.jsonl and the pictures there.
+        out_dir: if given, write metrics.json, metrics.md, predictions.jsonl and the pictures there; it is
+            checked (a folder, created if needed, writable) before any loading or inference.
+        trust_remote_code: for a model directory, run the folder's own Python code (``auto_map``) if its
+            model type is not MedRG. Default False: such folders are refused and MedRG folders load with
+            the installed code (``medrg.loading.load_medrg``).
 
     Returns:
         ``{"model", "dataset", "split", "num_samples", "config", "metrics"}`` (what ``metrics.json`` holds);
         ``metrics`` is the output of ``compute_grounding_metrics``.
     """
+    validate_options(iou_thresholds, multi_box, METRIC_RULES["hit_iou"], 10)  # before any inference
+    if out_dir is not None:
+        prepare_out_dir(out_dir)
+    predict = None
+    if isinstance(model_or_path, (str, os.PathLike)) and str(model_or_path) not in BASELINES:
+        # load (and refuse) a model before a possibly long dataset load
+        predict, resolved_name = resolve_predictor(
+            model_or_path, batch_size=batch_size, threshold=threshold, processor=processor,
+            trust_remote_code=trust_remote_code,
+        )  # fmt: skip
     evaluation_split, train, name = _select_splits(dataset, split, train_split, data_dir)
     if train_dataset is not None:
         train = train_dataset
-    if max_samples is not None:
-        if hasattr(evaluation_split, "select"):
-            evaluation_split = evaluation_split.select(range(min(max_samples, len(evaluation_split))))
-        else:
-            evaluation_split = list(evaluation_split)[:max_samples]
+    evaluation_split = _first(evaluation_split, max_samples)
 
     def train_examples() -> Sequence[Mapping]:
         if train is None:
             raise ValueError(f"no {train_split!r} split to fit the baseline on; pass train_dataset=...")
         return list(_without_image_decoding(train))
 
-    predict, resolved_name = resolve_predictor(
-        model_or_path, train_examples, processor=processor, batch_size=batch_size, threshold=threshold
-    )
+    if predict is None:
+        predict, resolved_name = resolve_predictor(
+            model_or_path, train_examples, processor=processor, batch_size=batch_size, threshold=threshold
+        )
     examples = evaluation_split if hasattr(evaluation_split, "__getitem__") else list(evaluation_split)
     predictions = run_inference(
         predict, examples, batch_size=batch_size, show_progress=show_progress, description=str(resolved_name)
@@ -307,14 +339,42 @@ def evaluate_model(
             "max_samples": max_samples,
             "iou_thresholds": list(iou_thresholds),
             "multi_box": multi_box,
-            "matching": "one-to-one Hungarian on IoU (phrase token F1 as tie-break)",
-            "hit_iou": 0.5,
+            **METRIC_RULES,
         },
         "metrics": metrics,
     }
     if out_dir is not None:
         _write_outputs(Path(out_dir), report, examples, predictions, details, num_overlays)
     return report
+
+
+def _first(split: Any, max_samples: int | None) -> Any:
+    """The first ``max_samples`` rows of a ``datasets.Dataset`` or a sequence (all when None)."""
+    if max_samples is None:
+        return split
+    if hasattr(split, "select"):
+        return split.select(range(min(max_samples, len(split))))
+    return list(split)[:max_samples]
+
+
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` if needed and check that files can be written there; ``ValueError`` naming it
+    (a file in the way, a folder that cannot be created or written) before any inference runs."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"--out {str(folder)!r} is a file; expected a folder for metrics.json and the pictures"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".medrg-write-check-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"--out {str(folder)!r} is not a writable folder: {error.strerror or error}"
+        ) from None
+    return folder
 
 
 def _write_outputs(

@@ -1,4 +1,9 @@
-"""`medrg ground --image X --report "..."`: ground a report on an X-ray with a MedRG model (default: embedded)."""
+"""`medrg ground --image X --report "..."`: ground a report on an X-ray with a MedRG model (default: embedded).
+
+The model is loaded with `medrg.loading.load_medrg` (one clear error naming the file of a broken folder; a
+folder's own Python code runs only with `--trust-remote-code`) and run through the package's one prediction
+path, `medrg.evaluation.predict_groundings`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medrg.default_model import DEFAULT_MODEL_DIR, require_default_model
+from medrg.default_model import DEFAULT_MODEL_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="drop boxes below this confidence (each phrase keeps its best box); 0 lists every hypothesis",
     )
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own Python code (auto_map) if it is not a MedRG model type (default: never)",
+    )
     parser.add_argument("--json", action="store_true", help="print the records as JSON only")
 
 
@@ -38,22 +48,31 @@ def _read_image(path: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import pipeline
+    from medrg.evaluation.prediction import predict_groundings
+    from medrg.loading import DEFAULT_NAME, load_medrg
 
-    import medrg  # noqa: F401  (registers the task and classes)
-
-    model_dir = args.model or str(require_default_model())
     if not Path(args.image).is_file():
-        raise SystemExit(f"medrg ground: image file not found: {args.image}")
-    report = args.report if args.report is not None else Path(args.report_file).read_text()
-    pipe = pipeline("report-grounding", model=model_dir)
-    records = pipe(
-        _read_image(args.image), report=report, threshold=args.threshold, max_new_tokens=args.max_new_tokens
+        raise ValueError(f"image file not found: {args.image}")
+    if args.report is not None:
+        report = args.report
+    elif not Path(args.report_file).is_file():
+        raise ValueError(f"report file not found: {args.report_file}")
+    else:
+        report = Path(args.report_file).read_text(encoding="utf-8")
+    model_dir = args.model or DEFAULT_NAME
+    model, processor = load_medrg(model_dir, trust_remote_code=args.trust_remote_code)
+    (records,) = predict_groundings(
+        model,
+        processor,
+        [{"image": _read_image(args.image), "report": report}],
+        batch_size=1,
+        threshold=args.threshold,
+        max_new_tokens=args.max_new_tokens,
     )
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    print(f"model: {model_dir}")
+    print(f"model: {DEFAULT_MODEL_DIR if model_dir == DEFAULT_NAME else model_dir}")
     if not records:
         print("No finding grounded.")
     for record in records:

@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 from medrg.evaluation import (
+    CATEGORY_KEYWORDS,
     average_precision,
     box_iou_matrix,
     compute_grounding_metrics,
     expected_calibration_error,
+    names_category,
     phrase_token_f1,
     risk_coverage_curve,
 )
@@ -200,3 +202,109 @@ def test_calibration_through_metric_uses_hungarian_hits():
 def test_bad_input_names_the_sample(predictions, references, message):
     with pytest.raises(ValueError, match=message):
         compute_grounding_metrics(predictions, references)
+
+
+# ------------------------------------------------------------------------------------------------
+# Label-aware score: IoU >= t AND the label names the finding's category
+# ------------------------------------------------------------------------------------------------
+BOX = (10, 10, 50, 50)
+LABEL_CASES = [
+    # (case, predicted label, predicted box, reference category, hit at 0.5, label_accuracy@0.5)
+    ("right label, right box", "left pleural effusion", BOX, "Effusion", 1.0, 1.0),
+    ("right box, wrong label", "left pneumothorax", BOX, "Effusion", 1.0, 0.0),
+    ("right label, wrong box", "left pleural effusion", (60, 60, 90, 90), "Effusion", 0.0, 0.0),
+    ("synonym: blunting names an effusion", "blunting of the left costophrenic angle", BOX, "effusion", 1.0, 1.0),
+    ("synonym: enlarged cardiac silhouette", "Enlarged cardiac silhouette.", BOX, "Cardiomegaly", 1.0, 1.0),
+    ("plural", "bilateral nodules", BOX, "Nodule", 1.0, 1.0),
+    ("case-insensitive", "RIGHT UPPER LOBE MASS", BOX, "Mass", 1.0, 1.0),
+    ("negated: no pneumothorax", "no pneumothorax", BOX, "Pneumothorax", 1.0, 0.0),
+    ("negated after: effusion has resolved", "left effusion has resolved", BOX, "Effusion", 1.0, 0.0),
+    ("negation in another clause does not count", "left effusion, no pneumothorax", BOX, "Effusion", 1.0, 1.0),
+    ("the denied finding of that label is not named", "left effusion, no pneumothorax", BOX, "Pneumothorax", 1.0, 0.0),
+    ("nodule is not a mass", "nodular opacity in the right lung", BOX, "Mass", 1.0, 0.0),
+    ("whole words only: massive is not mass", "massive effusion", BOX, "Mass", 1.0, 0.0),
+    ("opacity names an infiltrate (ChestX-ray8)", "patchy opacities in the left lower zone", BOX, "Infiltrate", 1.0, 1.0),
+    ("VinDr Nodule/Mass", "small nodule", BOX, "Nodule/Mass", 1.0, 1.0),
+    ("MS-CXR Lung Opacity", "airspace consolidation", BOX, "Lung Opacity", 1.0, 1.0),
+    ("category without a table entry: its own words", "hiatal hernia", BOX, "Hiatal hernia", 1.0, 1.0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "label", "box", "category", "hit", "label_hit"), LABEL_CASES,
+                         ids=[c[0] for c in LABEL_CASES])  # fmt: skip
+def test_label_aware_accuracy_hand_cases(case, label, box, category, hit, label_hit):
+    references = [[finding(BOX, phrase="reference phrase", category=category)]]
+    m = compute_grounding_metrics([[pred(box, label=label)]], references)
+    assert m["accuracy@0.5"] == hit
+    for t in (0.1, 0.3, 0.5, 0.7):  # reported for every threshold
+        assert m[f"label_accuracy@{t}"] == label_hit
+    assert m["per_category"][category]["label_accuracy@0.5"] == label_hit
+
+
+def test_label_aware_accuracy_over_several_findings_and_thresholds():
+    refs = [
+        [finding((0, 0, 10, 10), phrase="left nodule", category="nodule"),
+         finding((20, 0, 30, 10), phrase="right effusion", category="effusion")],
+        [finding((0, 0, 10, 10), phrase="cardiomegaly", category="cardiomegaly")],
+        [],
+    ]  # fmt: skip
+    preds = [
+        [
+            pred((0, 0, 10, 10), label="left nodule"),
+            pred((20, 0, 30, 5), label="right mass"),
+        ],  # IoU 1 and 0.5
+        [pred((0, 0, 10, 4), label="heart is enlarged")],  # IoU 0.4
+        [pred((0, 0, 5, 5), label="nodule")],
+    ]
+    m = compute_grounding_metrics(preds, refs)
+    assert m["accuracy@0.5"] == pytest.approx(2 / 3) and m["label_accuracy@0.5"] == pytest.approx(1 / 3)
+    assert m["accuracy@0.3"] == 1.0 and m["label_accuracy@0.3"] == pytest.approx(2 / 3)
+    assert m["label_accuracy@0.7"] == pytest.approx(1 / 3)
+    details = compute_grounding_metrics(preds, refs, return_details=True)["details"]["findings"]
+    assert [f["label_names_finding"] for f in details] == [True, False, True]
+
+
+def test_label_rule_without_category_and_exact_reference_phrase():
+    # no category: the label must name what the reference phrase names
+    refs = [[finding(BOX, phrase="small left pleural effusion", category="")]]
+    assert compute_grounding_metrics([[pred(BOX, label="left effusion")]], refs)["label_accuracy@0.5"] == 1.0
+    assert compute_grounding_metrics([[pred(BOX, label="left nodule")]], refs)["label_accuracy@0.5"] == 0.0
+    # a label equal to the reference's own phrase names it even if the table has no word for it
+    refs = [[finding(BOX, phrase="Widened mediastinum", category="Other lesion")]]
+    assert (
+        compute_grounding_metrics([[pred(BOX, label="widened mediastinum.")]], refs)["label_accuracy@0.5"]
+        == 1.0
+    )
+    assert names_category(None, "Nodule") is False and names_category("nodule", "") is False
+
+
+def test_keyword_table_covers_the_dataset_categories():
+    chestxray8 = (
+        "Atelectasis",
+        "Cardiomegaly",
+        "Effusion",
+        "Infiltrate",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
+    )
+    ms_cxr = ("Consolidation", "Edema", "Lung Opacity", "Pleural Effusion")
+    vindr = ("Aortic enlargement", "Calcification", "Clavicle fracture", "Emphysema", "Enlarged PA", "ILD",
+             "Infiltration", "Lung cavity", "Lung cyst", "Mediastinal shift", "Nodule/Mass", "Other lesion",
+             "Pleural thickening", "Pulmonary fibrosis", "Rib fracture")  # fmt: skip
+    for category in (*chestxray8, *ms_cxr, *vindr, "opacity"):
+        key = " ".join(category.lower().replace("/", " ").split())
+        assert key in CATEGORY_KEYWORDS, category
+        assert names_category(CATEGORY_KEYWORDS[key][0], category), category
+        assert not names_category(f"no {CATEGORY_KEYWORDS[key][0]}", category), category
+
+
+def test_keyword_table_names_every_noun_the_report_writer_uses():
+    """The data builders' answer nouns (processing/data/vocabulary.py) must name their own category."""
+    vocabulary = pytest.importorskip("medrg.processing.data.vocabulary")
+    terms = getattr(vocabulary, "CATEGORY_TERMS", None)
+    if terms is None:
+        pytest.skip("no CATEGORY_TERMS in the report vocabulary")
+    missing = [(c, noun) for c, entry in terms.items() for noun in entry.nouns if not names_category(noun, c)]
+    assert missing == []

@@ -211,3 +211,40 @@ def test_tiny_model_runs_through_the_runner(toy, tmp_path):
         len(toy["test"][i]["findings"]) for i in range(3)
     )
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "overlays.png").exists()
+
+
+def test_predict_groundings_is_the_pipeline_batched_or_not():
+    """The one prediction path: same records batched as one by one, as the pipeline gives; model untouched."""
+    from medrg.evaluation import predict_groundings
+
+    import medrg
+    from medrg.loading import load_medrg
+
+    model, processor = load_medrg("default")
+    example = medrg.DEFAULT_MODEL_DIR
+    report = (example / "example_report.txt").read_text()
+    image = Image.open(example / "example_cxr.png")
+    rows = [
+        {"image": image, "report": report, "findings": []},
+        {"image": image.resize((200, 160)), "report": report},
+        {"image": image, "report": "No acute cardiopulmonary process."},
+    ]
+    model.train()
+    batched = predict_groundings(model, processor, rows, batch_size=3, threshold=0.0)
+    assert model.training  # mode restored
+    single = [predict_groundings(model, processor, [row], batch_size=1)[0] for row in rows]
+    assert len(batched) == 3 and sum(len(records) for records in batched) > 0
+    for many, one in zip(batched, single):
+        assert [r["label"] for r in many] == [r["label"] for r in one]
+        for a, b in zip(many, one):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+            assert [a["box"][k] for k in a["box"]] == pytest.approx([b["box"][k] for k in b["box"]], abs=1e-2)
+    from medrg.processing.pipeline_medrg import ReportGroundingPipeline
+
+    pipe = ReportGroundingPipeline(model=model.eval(), processor=processor, device="cpu")
+    assert pipe(image, report=report, threshold=0.0) == single[0]
+    # the threshold is the pipeline's: boxes below it are dropped, each phrase keeping its best box
+    kept = predict_groundings(model, processor, rows[:1], threshold=0.5)[0]
+    labels = [r["label"] for r in kept]
+    assert all(r["score"] >= 0.5 or labels.count(r["label"]) == 1 for r in kept)
+    assert sorted(set(labels)) == sorted({r["label"] for r in single[0]}) and len(kept) < len(single[0])

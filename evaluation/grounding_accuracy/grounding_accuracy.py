@@ -26,7 +26,8 @@ _DESCRIPTION = """\
 Grounding metrics for medical report grounding: a model reads an image and a report, names each
 finding and gives a box and a confidence. Reference findings are matched one-to-one to predictions
 (Hungarian on IoU); accuracy@t is the share of reference findings with IoU >= t, mean_iou the mean
-IoU over reference findings (missing predictions count 0). Also: phrase exact match / token F1,
+IoU over reference findings (missing predictions count 0); label_accuracy@t also needs the matched
+label to name the finding's category (keyword table, negated mentions excluded). Also: phrase exact match / token F1,
 no-finding handling, per-category results, AP@0.5 by score, expected calibration error and the
 risk-coverage curve (AURC). See README.md for every definition.
 """
@@ -39,10 +40,10 @@ Args:
         `{"phrase": str, "category": str, "boxes": [[xmin, ymin, xmax, ymax], ...]}`; `[]` = no finding.
     iou_thresholds (`list` of `float`, default `[0.1, 0.3, 0.5, 0.7]`): thresholds of accuracy@t.
     multi_box (`str`, default `"max"`): several boxes per finding: `"max"` or `"union"`.
-    hit_iou (`float`, default 0.5): IoU of a hit, for AP and calibration.
-    num_calibration_bins (`int`, default 10): bins of the expected calibration error.
+    hit_iou (`float` in [0, 1], default 0.5): IoU of a hit, for AP and calibration.
+    num_calibration_bins (`int` >= 1, default 10): bins of the expected calibration error.
 Returns:
-    `dict`: `accuracy@0.1`, `accuracy@0.3`, `accuracy@0.5`, `accuracy@0.7`, `mean_iou`,
+    `dict`: `accuracy@0.1`, `accuracy@0.3`, `accuracy@0.5`, `accuracy@0.7`, `mean_iou`, `label_accuracy@t`,
     `average_precision@0.5`, `phrase_exact_match`, `phrase_token_f1`, `expected_calibration_error`,
     `aurc`, `no_finding_accuracy`, `false_boxes_per_no_finding_report`, `extra_predictions_per_sample`,
     counts, `per_category`, `reliability`, `risk_coverage` (fractions in [0, 1]; None if undefined).

@@ -3,7 +3,8 @@
 This flat file is the one copy of the metric math. ``medrg.evaluation`` re-exports it, and the
 ``evaluate`` module next to it (``grounding_accuracy.py``) imports it with
 ``from .grounding_metrics import ...``, which ``evaluate.load(folder)`` copies into its module cache
-together with the script. It therefore imports nothing but numpy and scipy.
+together with the script. It therefore imports nothing but numpy and scipy. It is also the package's
+one IoU implementation (``box_iou_matrix``): data builders, baselines and benchmarks import it.
 
 Inputs, per sample:
 - predictions: a list of records ``{"label": str, "score": float in [0, 1],
@@ -21,12 +22,18 @@ Rules (also in the card, README.md):
 - accuracy@t = share of reference findings whose matched IoU >= t; mean_iou = mean matched IoU over
   reference findings. With one box and one prediction per finding this is exactly the MRG papers'
   definition.
+- label_accuracy@t = share of reference findings whose matched prediction has IoU >= t AND a label
+  that names the finding's category (``names_category``: ``CATEGORY_KEYWORDS``, whole-word match,
+  negated mentions do not count).
 - AP@0.5: all predictions of the dataset ranked by score; per sample, greedy by score as in
   PASCAL VOC / COCO (a prediction is a true positive if it takes a not yet taken finding with
   IoU >= 0.5); all-point interpolated area under the precision-recall curve.
 - Calibration: a prediction is a hit if its Hungarian match has IoU >= ``hit_iou`` (0.5).
   Expected calibration error over ``num_calibration_bins`` equal-width score bins; risk-coverage
   curve (risk = 1 - hit rate of the predictions with score >= s) and its area (AURC), tie-invariant.
+
+Steps: ``validate_inputs`` -> ``match_dataset`` (named ``FindingMatch`` / ``PredictionMatch`` records)
+-> ``summarise_findings`` / ``summarise_predictions`` / ``summarise_no_finding`` / ``per_category_metrics``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import math
 import re
 import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,16 +54,29 @@ MULTI_BOX_RULES = ("max", "union")
 PHRASE_TIEBREAK_WEIGHT = 1e-6
 
 __all__ = [
+    "CATEGORY_KEYWORDS",
     "DEFAULT_IOU_THRESHOLDS",
+    "NEGATION_WORDS",
+    "FindingMatch",
+    "PredictionMatch",
+    "SampleMatch",
     "average_precision",
     "box_iou_matrix",
+    "category_keywords",
     "compute_grounding_metrics",
     "expected_calibration_error",
+    "match_dataset",
     "match_sample",
+    "names_category",
     "normalize_phrase",
+    "per_category_metrics",
     "phrase_token_f1",
     "risk_coverage_curve",
+    "summarise_findings",
+    "summarise_no_finding",
+    "summarise_predictions",
     "validate_inputs",
+    "validate_options",
 ]
 
 
@@ -169,26 +190,36 @@ def validate_inputs(predictions: Sequence, references: Sequence) -> tuple[list[l
 # --------------------------------------------------------------------------------------------
 # Boxes and phrases
 # --------------------------------------------------------------------------------------------
-def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU between every box of ``boxes_a`` (N, 4) and ``boxes_b`` (M, 4), xyxy pixels -> (N, M).
+_LARGEST_SAFE_COORDINATE = 2.0**1000  # coordinate differences of smaller values cannot overflow
 
-    Boxes of zero area have IoU 0 with everything (also with themselves).
+
+def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """IoU between every box of ``boxes_a`` (N, 4) and ``boxes_b`` (M, 4), xyxy (any unit) -> (N, M).
+
+    Scale-safe: every pair's widths and heights are divided by the extent of the box enclosing both
+    before areas are multiplied, so boxes at 1e200 or 1e-200 give the same IoU as at 1 (no overflow
+    to inf, no underflow to 0). Boxes of zero area have IoU 0 with everything (also with themselves).
     """
     a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    width = np.clip(
-        np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None
-    )
-    height = np.clip(
-        np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None
-    )
-    intersection = width * height
-    union = area_a[:, None] + area_b[None, :] - intersection
+    largest = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0))
+    if largest > _LARGEST_SAFE_COORDINATE:  # exact power-of-two rescale so that xmax - xmin stays finite
+        a, b = a * 2.0**-64, b * 2.0**-64
+    ax0, ay0, ax1, ay1 = (a[:, k, None] for k in range(4))
+    bx0, by0, bx1, by1 = (b[None, :, k] for k in range(4))
+    extent_x = np.maximum(ax1, bx1) - np.minimum(ax0, bx0)  # (N, M) width of the enclosing box
+    extent_y = np.maximum(ay1, by1) - np.minimum(ay0, by0)
     with np.errstate(divide="ignore", invalid="ignore"):
+        scale_x = np.where(extent_x > 0, 1.0 / np.where(extent_x > 0, extent_x, 1.0), 0.0)
+        scale_y = np.where(extent_y > 0, 1.0 / np.where(extent_y > 0, extent_y, 1.0), 0.0)
+        inter_w = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * scale_x
+        inter_h = np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None) * scale_y
+        intersection = inter_w * inter_h
+        area_a = ((ax1 - ax0) * scale_x) * ((ay1 - ay0) * scale_y)
+        area_b = ((bx1 - bx0) * scale_x) * ((by1 - by0) * scale_y)
+        union = area_a + area_b - intersection
         iou = np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 0.0)
-    return iou
+    return np.clip(iou, 0.0, 1.0)
 
 
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -216,6 +247,143 @@ def phrase_token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(pred_tokens), common / len(ref_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+# --------------------------------------------------------------------------------------------
+# Does a predicted label name the finding's category?
+# --------------------------------------------------------------------------------------------
+# Category (normalised: lower case, "/", "_", "-" -> space) -> words or word sequences that name it.
+# Covers the ChestX-ray8 labels, MS-CXR, VinDr-CXR, RSNA ("opacity") and SynthCXR categories. A term
+# matches whole words of the normalised label (``normalize_phrase``), each word also in its plural
+# (+s, +es, y -> ies). Choices: "infiltrate" (ChestX-ray8) / "infiltration" (VinDr) is a nonspecific
+# parenchymal opacity, so "opacity" and "consolidation" name it; pneumonia is named by its radiographic
+# signs too (opacity, consolidation, infiltrate), as reports describe it; nodule and mass stay apart
+# (a "nodular opacity" does not name a mass); bare "fluid" names an effusion (it also matches "fluid
+# overload", which names edema: accepted).
+_OPACITY_TERMS = (
+    "opacity",
+    "opacification",
+    "consolidation",
+    "consolidative",
+    "airspace disease",
+    "air space disease",
+)
+_INFILTRATE_TERMS = ("infiltrate", "infiltration", "infiltrative", *_OPACITY_TERMS)
+_EFFUSION_TERMS = ("effusion", "pleural fluid", "fluid", "hydrothorax", "costophrenic")
+_NODULE_TERMS = ("nodule", "nodular", "granuloma", "coin lesion")
+_MASS_TERMS = ("mass", "tumor", "tumour", "neoplasm")
+CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "atelectasis": ("atelectasis", "atelectatic", "collapse", "volume loss"),
+    "cardiomegaly": (
+        "cardiomegaly", "enlarged cardiac silhouette", "cardiac enlargement", "enlarged heart",
+        "enlarged cardiomediastinal silhouette", "enlargement of cardiac silhouette", "enlarged cardiac",
+        "enlargement of heart", "heart is enlarged", "cardiac silhouette is enlarged",
+    ),
+    "effusion": _EFFUSION_TERMS,
+    "pleural effusion": _EFFUSION_TERMS,
+    "infiltrate": _INFILTRATE_TERMS,
+    "infiltration": _INFILTRATE_TERMS,
+    "mass": _MASS_TERMS,
+    "nodule": _NODULE_TERMS,
+    "nodule mass": _NODULE_TERMS + _MASS_TERMS,
+    "pneumonia": ("pneumonia", "bronchopneumonia", "pneumonic", "infection", "infiltrate", *_OPACITY_TERMS),
+    "pneumothorax": (
+        "pneumothorax", "pneumothoraces", "hydropneumothorax", "ptx", "pleural air", "air in pleural space",
+    ),
+    "consolidation": (
+        "consolidation", "consolidative", "airspace opacity", "airspace disease", "air space opacity",
+        "air space disease", "air bronchogram",
+    ),
+    "edema": ("edema", "oedema", "vascular congestion", "fluid overload", "kerley"),
+    "lung opacity": _INFILTRATE_TERMS,
+    "opacity": _INFILTRATE_TERMS + ("pneumonia",),
+    "aortic enlargement": (
+        "aortic enlargement", "enlarged aorta", "dilated aorta", "aortic dilatation", "aortic dilation",
+        "ectatic aorta", "aortic ectasia", "tortuous aorta", "unfolded aorta",
+    ),
+    "calcification": ("calcification", "calcified", "calcific"),
+    "clavicle fracture": ("clavicle fracture", "clavicular fracture", "fractured clavicle"),
+    "emphysema": ("emphysema", "emphysematous", "hyperinflation", "hyperinflated", "bulla", "bullae"),
+    "enlarged pa": (
+        "enlarged pa", "enlarged pulmonary artery", "pulmonary artery enlargement", "dilated pulmonary artery",
+        "prominent pulmonary artery",
+    ),
+    "ild": ("ild", "interstitial lung disease", "interstitial", "reticular", "reticulation", "reticulonodular"),
+    "lung cavity": ("cavity", "cavitary", "cavitation", "cavitating"),
+    "lung cyst": ("cyst", "cystic"),
+    "mediastinal shift": ("mediastinal shift", "mediastinal deviation", "tracheal deviation", "shift"),
+    "other lesion": ("lesion",),
+    "pleural thickening": ("pleural thickening", "thickened pleura", "pleural plaque"),
+    "pulmonary fibrosis": ("fibrosis", "fibrotic", "scarring", "scar"),
+    "rib fracture": ("rib fracture", "fractured rib"),
+}  # fmt: skip
+# A negation word before a term in the same clause, or one of the trailing ones after it, makes that
+# mention not count: "no pneumothorax", "without effusion", "resolved effusion", "effusion has resolved".
+NEGATION_WORDS = frozenset(
+    {"no", "not", "without", "negative", "free", "absence", "absent", "resolved", "resolution", "neither",
+     "nor", "never", "excluded", "exclude", "unlikely", "denies"}
+)  # fmt: skip
+_TRAILING_NEGATION_WORDS = frozenset({"not", "absent", "resolved", "excluded", "unlikely", "negative"})
+_CLAUSE_BREAK = re.compile(r"[,;:.!?()]|\b(?:but|however|although|though|whereas)\b")
+
+
+def _category_key(category: str) -> str:
+    return " ".join(re.sub(r"[/_\-]", " ", category.lower()).split())
+
+
+def category_keywords(category: str) -> tuple[str, ...]:
+    """The terms that name ``category``: its ``CATEGORY_KEYWORDS`` entry, else the category's own words."""
+    key = _category_key(category)
+    return CATEGORY_KEYWORDS.get(key, (key,) if key else ())
+
+
+def _word_forms(word: str) -> set[str]:
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("y"):
+        forms.add(word[:-1] + "ies")
+    return forms
+
+
+def _term_positions(tokens: list[str], term: str) -> list[int]:
+    """Start indices where the term's words (each possibly plural) occur as consecutive tokens."""
+    words = normalize_phrase(term).split()
+    if not words:
+        return []
+    forms = [_word_forms(w) for w in words]
+    return [
+        i
+        for i in range(len(tokens) - len(words) + 1)
+        if all(tokens[i + k] in forms[k] for k in range(len(words)))
+    ]
+
+
+def _names_in_clause(tokens: list[str], terms: Sequence[str]) -> bool:
+    for term in terms:
+        length = len(normalize_phrase(term).split())
+        for start in _term_positions(tokens, term):
+            negated_before = any(t in NEGATION_WORDS for t in tokens[:start])
+            negated_after = any(t in _TRAILING_NEGATION_WORDS for t in tokens[start + length :])
+            if not (negated_before or negated_after):
+                return True
+    return False
+
+
+def names_category(label: str | None, category: str) -> bool:
+    """Whether a predicted ``label`` names ``category`` (case-insensitive whole-word match, not negated).
+
+    The label is split into clauses at punctuation and "but/however/although/though/whereas"; a
+    category term (``category_keywords``) found in a clause counts unless a ``NEGATION_WORDS`` word
+    comes before it in that clause, or "not/absent/resolved/excluded/unlikely/negative" after it.
+    A category without a table entry is named by its own words; an empty category or label names
+    nothing.
+    """
+    terms = category_keywords(category or "")
+    if not label or not terms:
+        return False
+    for clause in _CLAUSE_BREAK.split(label.lower()):
+        if _names_in_clause(normalize_phrase(clause).split(), terms):
+            return True
+    return False
 
 
 def _prediction_finding_iou(pred_boxes: np.ndarray, findings: list[dict], multi_box: str) -> np.ndarray:
@@ -350,14 +518,257 @@ def risk_coverage_curve(scores: Sequence[float], hits: Sequence[bool]) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# The metric
+# The metric: options -> match (named records) -> summaries
 # --------------------------------------------------------------------------------------------
-def _threshold_key(threshold: float) -> str:
-    return f"accuracy@{threshold:g}"
+@dataclass(frozen=True)
+class FindingMatch:
+    """One reference finding and the prediction the Hungarian matching gave it.
+
+    ``prediction`` is the prediction's index in its sample (-1: none, then ``iou`` 0 and
+    ``predicted_label``/``score`` None); ``iou`` is under the several-boxes rule; ``label_names_finding``
+    says whether the predicted label names the finding (``names_category``).
+    """
+
+    sample: int
+    finding: int
+    category: str
+    phrase: str
+    iou: float
+    prediction: int
+    predicted_label: str | None
+    score: float | None
+    phrase_exact: bool
+    phrase_f1: float
+    label_names_finding: bool
+
+
+@dataclass(frozen=True)
+class PredictionMatch:
+    """One prediction: its score, the IoU with its Hungarian-matched finding (0 if unmatched, then
+    ``finding`` is -1), whether that is a hit (IoU >= hit_iou) and whether greedy-by-score matching
+    (for AP) made it a true positive."""
+
+    sample: int
+    prediction: int
+    score: float
+    finding: int
+    iou: float
+    hit: bool
+    ap_true_positive: bool
+
+
+@dataclass(frozen=True)
+class SampleMatch:
+    """Everything matched in one sample."""
+
+    sample: int
+    findings: tuple[FindingMatch, ...]
+    predictions: tuple[PredictionMatch, ...]
+
+    @property
+    def is_no_finding(self) -> bool:
+        return not self.findings
+
+    @property
+    def num_extra_predictions(self) -> int:
+        return sum(p.finding < 0 for p in self.predictions)
+
+
+def _fraction_option(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: expected a number in [0, 1], got {type(value).__name__} ({value!r})")
+    if not (math.isfinite(float(value)) and 0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{name}: expected an IoU in [0, 1], got {value}")
+    return float(value)
+
+
+def validate_options(
+    iou_thresholds: Sequence[float], multi_box: str, hit_iou: float, num_calibration_bins: int
+) -> list[float]:
+    """Check the keyword arguments of ``compute_grounding_metrics``; return the thresholds as floats.
+
+    Raises ``ValueError`` naming the argument: thresholds and ``hit_iou`` must be finite IoUs in [0, 1],
+    ``num_calibration_bins`` a positive integer, ``multi_box`` one of ``MULTI_BOX_RULES``.
+    """
+    if multi_box not in MULTI_BOX_RULES:
+        raise ValueError(f"multi_box must be one of {MULTI_BOX_RULES}, got {multi_box!r}")
+    if isinstance(iou_thresholds, (str, bytes)) or not isinstance(iou_thresholds, (Sequence, np.ndarray)):
+        raise ValueError(f"iou_thresholds: expected a list of IoUs in [0, 1], got {iou_thresholds!r}")
+    thresholds = [_fraction_option(t, f"iou_thresholds[{k}]") for k, t in enumerate(iou_thresholds)]
+    _fraction_option(hit_iou, "hit_iou")
+    bins = num_calibration_bins
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"num_calibration_bins: expected a positive integer, got {bins!r}")
+    return thresholds
+
+
+def _label_names_finding(label: str | None, finding: Mapping) -> bool:
+    """Whether a predicted label names a reference finding: the label equals the reference phrase (after
+    ``normalize_phrase``), or ``names_category(label, category)``; for a finding without a category, the
+    label names a table category that the reference phrase names, or (if the phrase names none) has
+    token F1 >= 0.5 with the phrase."""
+    if label is None:
+        return False
+    if normalize_phrase(label) == normalize_phrase(finding["phrase"]) != "":
+        return True  # the reference's own answer phrase names its finding
+    if finding["category"]:
+        return names_category(label, finding["category"])
+    named = [c for c in CATEGORY_KEYWORDS if names_category(finding["phrase"], c)]
+    if named:
+        return any(names_category(label, c) for c in named)
+    return phrase_token_f1(label, finding["phrase"]) >= 0.5
+
+
+def _finding_match(sample: int, r: int, finding: Mapping, preds: list[dict], match: Mapping) -> FindingMatch:
+    p = int(match["finding_to_pred"][r])
+    label = preds[p]["label"] if p >= 0 else None
+    return FindingMatch(
+        sample=sample,
+        finding=r,
+        category=finding["category"],
+        phrase=finding["phrase"],
+        iou=float(match["finding_iou"][r]),
+        prediction=p,
+        predicted_label=label,
+        score=preds[p]["score"] if p >= 0 else None,
+        phrase_exact=label is not None and normalize_phrase(label) == normalize_phrase(finding["phrase"]),
+        phrase_f1=phrase_token_f1(label, finding["phrase"]) if label is not None else 0.0,
+        label_names_finding=_label_names_finding(label, finding),
+    )
+
+
+def _greedy_true_positives(scores: Sequence[float], iou: np.ndarray, hit_iou: float) -> np.ndarray:
+    """AP matching (VOC/COCO): predictions by score descending each take the best free finding with
+    IoU >= hit_iou. ``iou``: (P, R). Returns (P,) bool."""
+    true_positive = np.zeros(len(scores), dtype=bool)
+    taken = np.zeros(iou.shape[1], dtype=bool)
+    if iou.shape[1] == 0:
+        return true_positive
+    for p in np.argsort([-s for s in scores], kind="stable"):
+        candidates = np.where(taken, -1.0, iou[p])
+        best = int(np.argmax(candidates))
+        if candidates[best] >= hit_iou:
+            taken[best] = True
+            true_positive[p] = True
+    return true_positive
+
+
+def _match_one_sample(
+    sample: int, preds: list[dict], findings: list[dict], multi_box: str, hit_iou: float
+) -> SampleMatch:
+    match = match_sample(preds, findings, multi_box)
+    ap_true_positive = _greedy_true_positives([p["score"] for p in preds], match["iou"], hit_iou)
+    prediction_matches = []
+    for p, pred in enumerate(preds):
+        r = int(match["pred_to_finding"][p])
+        matched_iou = float(match["iou"][p, r]) if r >= 0 else 0.0
+        prediction_matches.append(
+            PredictionMatch(
+                sample, p, pred["score"], r, matched_iou, matched_iou >= hit_iou, bool(ap_true_positive[p])
+            )
+        )
+    finding_matches = tuple(_finding_match(sample, r, f, preds, match) for r, f in enumerate(findings))
+    return SampleMatch(sample, finding_matches, tuple(prediction_matches))
+
+
+def match_dataset(
+    predictions: list[list[dict]], references: list[list[dict]], multi_box: str = "max", hit_iou: float = 0.5
+) -> list[SampleMatch]:
+    """Match every sample of (validated, see ``validate_inputs``) predictions to its findings."""
+    return [
+        _match_one_sample(i, preds, findings, multi_box, hit_iou)
+        for i, (preds, findings) in enumerate(zip(predictions, references))
+    ]
+
+
+def _threshold_key(threshold: float, prefix: str = "accuracy") -> str:
+    return f"{prefix}@{threshold:g}"
 
 
 def _mean_or_none(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
+
+
+def summarise_findings(findings: Sequence[FindingMatch], thresholds: Sequence[float]) -> dict[str, Any]:
+    """``accuracy@t``, ``mean_iou``, ``label_accuracy@t``, ``phrase_exact_match``, ``phrase_token_f1``
+    over reference findings (None without findings)."""
+    iou = np.array([f.iou for f in findings])
+    named = np.array([f.label_names_finding for f in findings], dtype=bool)
+    result: dict[str, Any] = {}
+    for t in thresholds:
+        result[_threshold_key(t)] = float(np.mean(iou >= t)) if iou.size else None
+    result["mean_iou"] = _mean_or_none(iou)
+    for t in thresholds:
+        result[_threshold_key(t, "label_accuracy")] = float(np.mean((iou >= t) & named)) if iou.size else None
+    result["phrase_exact_match"] = _mean_or_none([float(f.phrase_exact) for f in findings])
+    result["phrase_token_f1"] = _mean_or_none([f.phrase_f1 for f in findings])
+    return result
+
+
+def summarise_predictions(
+    predictions: Sequence[PredictionMatch], num_findings: int, hit_iou: float, num_bins: int
+) -> dict[str, Any]:
+    """AP by score, expected calibration error, AURC, the reliability bins and the risk-coverage curve."""
+    scores = [p.score for p in predictions]
+    hits = [p.hit for p in predictions]
+    reliability = expected_calibration_error(scores, hits, num_bins)
+    risk_coverage = risk_coverage_curve(scores, hits)
+    return {
+        f"average_precision@{hit_iou:g}": average_precision(
+            scores, [p.ap_true_positive for p in predictions], num_findings
+        ),
+        "expected_calibration_error": reliability["ece"],
+        "aurc": risk_coverage["aurc"],
+        "reliability": {k: v for k, v in reliability.items() if k != "ece"},
+        "risk_coverage": {k: v for k, v in risk_coverage.items() if k != "aurc"},
+    }
+
+
+def summarise_no_finding(samples: Sequence[SampleMatch]) -> dict[str, Any]:
+    """No-finding handling and extra predictions: rates and counts."""
+    no_finding = [s for s in samples if s.is_no_finding]
+    answered_empty = sum(not s.predictions for s in no_finding)
+    false_boxes = sum(len(s.predictions) for s in no_finding)
+    num_extra = sum(s.num_extra_predictions for s in samples)
+    return {
+        "no_finding_accuracy": answered_empty / len(no_finding) if no_finding else None,
+        "false_boxes_per_no_finding_report": false_boxes / len(no_finding) if no_finding else None,
+        "extra_predictions_per_sample": num_extra / len(samples) if samples else None,
+        "num_samples": len(samples),
+        "num_findings": sum(len(s.findings) for s in samples),
+        "num_predictions": sum(len(s.predictions) for s in samples),
+        "num_no_finding_samples": len(no_finding),
+        "num_extra_predictions": num_extra,
+        "num_false_boxes_on_no_finding": false_boxes,
+    }
+
+
+def per_category_metrics(
+    findings: Sequence[FindingMatch], thresholds: Sequence[float]
+) -> dict[str, dict[str, Any]]:
+    """Per category (sorted): ``num_findings``, ``accuracy@t``, ``mean_iou``, ``label_accuracy@t``."""
+    per_category: dict[str, dict[str, Any]] = {}
+    for category in sorted({f.category for f in findings}):
+        members = [f for f in findings if f.category == category]
+        entry: dict[str, Any] = {"num_findings": len(members)}
+        entry.update(
+            {k: v for k, v in summarise_findings(members, thresholds).items() if not k.startswith("phrase_")}
+        )
+        per_category[category] = entry
+    return per_category
+
+
+def _details(samples: Sequence[SampleMatch]) -> dict[str, list[dict]]:
+    findings = [f for s in samples for f in s.findings]
+    predictions = [p for s in samples for p in s.predictions]
+    return {
+        "findings": [
+            {"sample": f.sample, "category": f.category, "iou": f.iou, "phrase_exact": f.phrase_exact,
+             "phrase_f1": f.phrase_f1, "label_names_finding": f.label_names_finding}
+            for f in findings
+        ],
+        "predictions": [{"sample": p.sample, "score": p.score, "iou": p.iou, "hit": p.hit} for p in predictions],
+    }  # fmt: skip
 
 
 def compute_grounding_metrics(
@@ -375,116 +786,40 @@ def compute_grounding_metrics(
     Args:
         predictions: per sample, a list of ``{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}``.
         references: per sample, the dataset's ``findings`` (``{"phrase", "category", "boxes"}``).
-        iou_thresholds: thresholds t of ``accuracy@t``.
+        iou_thresholds: thresholds t (IoUs in [0, 1]) of ``accuracy@t`` and ``label_accuracy@t``.
         multi_box: ``"max"`` (IoU with a finding = best over its boxes) or ``"union"`` (IoU with the box
             enclosing all its boxes).
-        hit_iou: IoU at which a prediction counts as a hit for AP and calibration.
-        num_calibration_bins: equal-width score bins of the expected calibration error.
-        return_details: also return ``"details"``: per finding (sample, category, IoU, phrase F1) and per
-            prediction (sample, score, matched IoU, hit) lists, for plots.
+        hit_iou: IoU in [0, 1] at which a prediction counts as a hit for AP and calibration.
+        num_calibration_bins: equal-width score bins (>= 1) of the expected calibration error.
+        return_details: also return ``"details"``: per finding (sample, category, IoU, phrase F1, label
+            names finding) and per prediction (sample, score, matched IoU, hit) lists, for plots.
 
     Returns:
         A dict of fractions in [0, 1] (None where undefined, e.g. accuracy without any finding):
-        ``accuracy@t`` for each t, ``mean_iou``, ``average_precision@{hit_iou}``, ``phrase_exact_match``,
-        ``phrase_token_f1``, ``expected_calibration_error``, ``aurc``, ``no_finding_accuracy`` (share of
-        reports without findings answered with no box), ``false_boxes_per_no_finding_report``,
+        ``accuracy@t`` for each t, ``mean_iou``, ``label_accuracy@t`` for each t,
+        ``average_precision@{hit_iou}``, ``phrase_exact_match``, ``phrase_token_f1``,
+        ``expected_calibration_error``, ``aurc``, ``no_finding_accuracy`` (share of reports without
+        findings answered with no box), ``false_boxes_per_no_finding_report``,
         ``extra_predictions_per_sample``, counts (``num_samples``, ``num_findings``, ``num_predictions``,
         ``num_no_finding_samples``, ``num_extra_predictions``, ``num_false_boxes_on_no_finding``),
-        ``per_category`` (per category: ``num_findings``, ``accuracy@t``, ``mean_iou``),
-        ``reliability`` (bins) and ``risk_coverage`` (curve).
+        ``per_category`` (per category: ``num_findings``, ``accuracy@t``, ``mean_iou``,
+        ``label_accuracy@t``), ``reliability`` (bins) and ``risk_coverage`` (curve).
 
     Raises:
-        ValueError: naming the sample index and field of malformed input.
+        ValueError: naming the sample index and field of malformed input, or the malformed argument.
     """
-    if multi_box not in MULTI_BOX_RULES:
-        raise ValueError(f"multi_box must be one of {MULTI_BOX_RULES}, got {multi_box!r}")
-    thresholds = [float(t) for t in iou_thresholds]
-    checked_predictions, checked_references = validate_inputs(predictions, references)
-
-    finding_rows = []  # (sample, category, iou, exact, f1)
-    prediction_rows = []  # (sample, score, matched_iou, hit, ap_true_positive)
-    num_extra = 0
-    num_no_finding = 0
-    no_finding_answered_empty = 0
-    false_boxes_no_finding = 0
-    for i, (preds, findings) in enumerate(zip(checked_predictions, checked_references)):
-        match = match_sample(preds, findings, multi_box)
-        for r, finding in enumerate(findings):
-            p = match["finding_to_pred"][r]
-            label = preds[p]["label"] if p >= 0 else None
-            exact = label is not None and normalize_phrase(label) == normalize_phrase(finding["phrase"])
-            f1 = phrase_token_f1(label, finding["phrase"]) if label is not None else 0.0
-            finding_rows.append((i, finding["category"], float(match["finding_iou"][r]), float(exact), f1))
-        # AP: greedy by score (VOC/COCO), independent of the Hungarian matching
-        ap_tp = np.zeros(len(preds), dtype=bool)
-        taken = np.zeros(len(findings), dtype=bool)
-        for p in np.argsort([-pred["score"] for pred in preds], kind="stable"):
-            if not len(findings):
-                break
-            candidates = np.where(taken, -1.0, match["iou"][p])
-            best = int(np.argmax(candidates))
-            if candidates[best] >= hit_iou:
-                taken[best] = True
-                ap_tp[p] = True
-        for p, pred in enumerate(preds):
-            r = match["pred_to_finding"][p]
-            matched_iou = float(match["iou"][p, r]) if r >= 0 else 0.0
-            prediction_rows.append((i, pred["score"], matched_iou, matched_iou >= hit_iou, bool(ap_tp[p])))
-        num_extra += int(np.sum(match["pred_to_finding"] < 0))
-        if not findings:
-            num_no_finding += 1
-            no_finding_answered_empty += int(len(preds) == 0)
-            false_boxes_no_finding += len(preds)
-
-    finding_iou = np.array([row[2] for row in finding_rows])
-    result: dict[str, Any] = {}
-    for t in thresholds:
-        result[_threshold_key(t)] = float(np.mean(finding_iou >= t)) if finding_iou.size else None
-    result["mean_iou"] = _mean_or_none(finding_iou)
-    scores = [row[1] for row in prediction_rows]
-    hits = [row[3] for row in prediction_rows]
-    result[f"average_precision@{hit_iou:g}"] = average_precision(
-        scores, [row[4] for row in prediction_rows], len(finding_rows)
+    thresholds = validate_options(iou_thresholds, multi_box, hit_iou, num_calibration_bins)
+    samples = match_dataset(*validate_inputs(predictions, references), multi_box=multi_box, hit_iou=hit_iou)
+    findings = [f for s in samples for f in s.findings]
+    ranking = summarise_predictions(
+        [p for s in samples for p in s.predictions], len(findings), hit_iou, num_calibration_bins
     )
-    result["phrase_exact_match"] = _mean_or_none([row[3] for row in finding_rows])
-    result["phrase_token_f1"] = _mean_or_none([row[4] for row in finding_rows])
-    reliability = expected_calibration_error(scores, hits, num_calibration_bins)
-    risk_coverage = risk_coverage_curve(scores, hits)
-    result["expected_calibration_error"] = reliability["ece"]
-    result["aurc"] = risk_coverage["aurc"]
-    result["no_finding_accuracy"] = no_finding_answered_empty / num_no_finding if num_no_finding else None
-    result["false_boxes_per_no_finding_report"] = (
-        false_boxes_no_finding / num_no_finding if num_no_finding else None
-    )
-    num_samples = len(checked_references)
-    result["extra_predictions_per_sample"] = num_extra / num_samples if num_samples else None
-    result.update(
-        num_samples=num_samples,
-        num_findings=len(finding_rows),
-        num_predictions=len(prediction_rows),
-        num_no_finding_samples=num_no_finding,
-        num_extra_predictions=num_extra,
-        num_false_boxes_on_no_finding=false_boxes_no_finding,
-    )
-    per_category: dict[str, dict[str, Any]] = {}
-    for category in sorted({row[1] for row in finding_rows}):
-        ious = np.array([row[2] for row in finding_rows if row[1] == category])
-        entry: dict[str, Any] = {"num_findings": int(ious.size)}
-        for t in thresholds:
-            entry[_threshold_key(t)] = float(np.mean(ious >= t))
-        entry["mean_iou"] = float(ious.mean())
-        per_category[category] = entry
-    result["per_category"] = per_category
-    result["reliability"] = {k: v for k, v in reliability.items() if k != "ece"}
-    result["risk_coverage"] = {k: v for k, v in risk_coverage.items() if k != "aurc"}
+    result = summarise_findings(findings, thresholds)
+    result.update({k: v for k, v in ranking.items() if k not in ("reliability", "risk_coverage")})
+    result.update(summarise_no_finding(samples))
+    result["per_category"] = per_category_metrics(findings, thresholds)
+    result["reliability"] = ranking["reliability"]
+    result["risk_coverage"] = ranking["risk_coverage"]
     if return_details:
-        result["details"] = {
-            "findings": [
-                {"sample": s, "category": c, "iou": iou, "phrase_exact": bool(e), "phrase_f1": f}
-                for s, c, iou, e, f in finding_rows
-            ],
-            "predictions": [
-                {"sample": s, "score": sc, "iou": iou, "hit": bool(h)} for s, sc, iou, h, _ in prediction_rows
-            ],
-        }
+        result["details"] = _details(samples)
     return result
