@@ -20,7 +20,12 @@ SOURCES = {
     "chestxray8": {
         "pretty_name": "ChestX-ray8 boxes (MedRG schema)",
         "license": "other",
-        "description": "NIH ChestX-ray8 images with radiologist boxes; reports written from label and position.",
+        "description": (
+            "NIH ChestX-ray8 images with radiologist boxes. Reports: written from label and position "
+            "(source `chestxray8`) and/or the narrative reports of two LLM writers published with "
+            "MedRG/uMedGround (source `chestxray8:gpt` / `chestxray8:llama`; one sample per box, whose "
+            "finding phrase is a key phrase taken from the report's own words)."
+        ),
         "citation": (
             "@inproceedings{wang2017chestxray8, title={ChestX-ray8: Hospital-scale Chest X-ray Database and "
             "Benchmarks}, author={Wang, Xiaosong and others}, booktitle={CVPR}, year={2017}}"
@@ -48,8 +53,12 @@ SOURCES = {
 
 NO_PHI = (
     "No protected health information: rows hold the image pixels (re-encoded PNG), a report, findings, an "
-    "image id, an anonymised patient id (salted hash) and the source name. No DICOM tag value (names, "
-    "dates, UIDs, patient ids, institution) is copied into any row."
+    "image id, a patient id and the source name. Patient ids (and ids derived from patient identifiers) are "
+    "keyed hashes, HMAC-SHA256 with a secret that stays with the private source data (given by the "
+    "publisher or generated once beside the data, never published), so they cannot be traced back to a "
+    "record number by brute force; the same patient has the same id throughout the dataset. Image ids are "
+    "the source's own de-identified image names or keyed hashes, never file paths or folder names. No DICOM "
+    "tag value (names, dates, UIDs, patient ids, institution) is copied into any row."
 )
 
 
@@ -65,7 +74,7 @@ def render_dataset_card(
 ) -> str:
     """The README.md text: YAML header (``configs``/``data_files``, ``dataset_info`` features and split sizes,
     license) followed by description, schema, split sizes, source and citation, and the no-PHI statement."""
-    meta = SOURCES.get(source, {})
+    meta = SOURCES.get(source, SOURCES.get(source.split(":")[0], {}))
     pretty_name = pretty_name or meta.get("pretty_name", source)
     license = license or meta.get("license", "other")
     description = description or meta.get("description", "")
@@ -97,7 +106,8 @@ def render_dataset_card(
 - `report`: free-text report.
 - `findings`: list of `{{phrase, category, boxes}}`; `boxes` are absolute pixel `[xmin, ymin, xmax, ymax]`
   in the stored image. An empty list means no finding.
-- `image_id`, `patient_id` (anonymised), `source`.
+- `image_id` (no path), `patient_id` (keyed hash, see Privacy), `source` (the dataset, with the report
+  writer after a colon where the reports were not written from the labels, e.g. `chestxray8:gpt`).
 
 Splits are patient-disjoint.
 

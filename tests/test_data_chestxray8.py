@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,53 @@ def build(root, tmp_path, **kw):
     return load_grounding_dataset(
         "chestxray8", str(root), cache_dir=str(tmp_path / "cache"), progress=False, **kw
     )
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def taken_from(phrase: str, report: str) -> bool:
+    """Every word of the key phrase is a word of the report (singular of a plural counts: "effusions")."""
+    rw = words(report)
+    return all(w in rw or f"{w}s" in rw or f"{w}es" in rw for w in words(phrase))
+
+
+NARRATIVE = {  # image -> (label, position, report, box_xyxy in the 1024 frame) of the fixture's CSV rows
+    "00000001_000.png": [
+        (
+            "Nodule",
+            "right top",
+            "A small nodule is seen in the right upper lung. No effusion.",
+            [100, 200, 180, 260],
+        ),
+        ("Cardiomegaly", "", "The heart is enlarged, consistent with cardiomegaly.", [300, 500, 700, 800]),
+    ],
+    "00000002_000.png": [
+        (
+            "Effusion",
+            "left bottom",
+            "There is a left pleural effusion blunting the angle.",
+            [650, 600, 900, 800],
+        )
+    ],
+    "00000003_001.png": [
+        ("Mass", "left top", "A large mass occupies the left upper zone.", [600, 100, 800, 300])
+    ],
+}
+
+
+def write_reports(root: Path, writer: str, splits=SPLITS, edit=None) -> None:
+    (root / "reports").mkdir(exist_ok=True)
+    for split, names in splits.items():
+        rows = [
+            {"image": n, "label": lab, "position": pos, "report": rep, "box_xyxy": box}
+            for n in names
+            for lab, pos, rep, box in NARRATIVE[n]
+        ]
+        if edit is not None:
+            edit(rows)
+        (root / "reports" / f"{split}_{writer}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_fixture_builds_with_scaled_boxes_and_positions(tmp_path):
@@ -134,7 +184,9 @@ def test_missing_column_missing_image_duplicate_and_leak(tmp_path):
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared ChestX-ray8 copy absent")
 def test_shared_copy_counts(tmp_path):
-    dd = load_grounding_dataset("chestxray8", str(SHARED), cache_dir=str(tmp_path), progress=False)
+    dd = load_grounding_dataset(
+        "chestxray8", str(SHARED), id_secret="t", cache_dir=str(tmp_path), progress=False
+    )
     counts = {
         s: (ds.num_rows, sum(len(f["boxes"]) for fs in ds["findings"] for f in fs)) for s, ds in dd.items()
     }
@@ -153,3 +205,97 @@ def test_edited_annotations_are_not_served_from_cache(tmp_path):
     (root / "BBox_List_2017.csv").write_text(HEADER + "".join(r + "\n" for r in rows))
     second = build(root, tmp_path)["validation"][0]["findings"][0]["boxes"][0]
     assert first[2] == 50.0 and second[2] == 56.25
+
+
+def test_narrative_reports_one_sample_per_report_row(tmp_path):
+    root = write_fixture(tmp_path / "cx8", ROWS, IMAGES, SPLITS)
+    write_reports(root, "gpt")
+    template, gpt = build(root, tmp_path, id_secret="s"), build(root, tmp_path, reports="gpt", id_secret="s")
+    assert {s: ds.num_rows for s, ds in gpt.items()} == {"train": 3, "validation": 1}
+    rows = {r["image_id"]: r for r in gpt["train"]}
+    assert sorted(rows) == [
+        "00000001_000.png#gpt:cardiomegaly", "00000001_000.png#gpt:nodule", "00000002_000.png#gpt:effusion"
+    ]  # fmt: skip
+    nod = rows["00000001_000.png#gpt:nodule"]
+    assert nod["report"] == NARRATIVE["00000001_000.png"][0][2] and nod["source"] == "chestxray8:gpt"
+    # exactly the finding its report states, with the CSV box mapped to the 64-px image
+    assert [f["category"] for f in nod["findings"]] == ["nodule"]
+    np.testing.assert_allclose(
+        nod["findings"][0]["boxes"], [[100 / 16, 200 / 16, 180 / 16, 260 / 16]], rtol=1e-5
+    )
+    for r in list(gpt["train"]) + list(gpt["validation"]):
+        (finding,) = r["findings"]
+        assert finding["phrase"] and taken_from(finding["phrase"], r["report"]), finding["phrase"]
+    # same patient, same id, across writers and samples
+    t1 = [r for r in template["train"] if r["image_id"] == "00000001_000.png"][0]
+    assert nod["patient_id"] == rows["00000001_000.png#gpt:cardiomegaly"]["patient_id"] == t1["patient_id"]
+
+
+def test_reports_all_mixes_sources_and_missing_writer_files(tmp_path):
+    root = write_fixture(tmp_path / "cx8", ROWS, IMAGES, SPLITS)
+    write_reports(root, "gpt")
+    mixed = build(root, tmp_path, reports="all")  # no llama files: template + gpt
+    sources = {s: sorted(ds["source"]) for s, ds in mixed.items()}
+    assert sources == {
+        "train": ["chestxray8"] * 2 + ["chestxray8:gpt"] * 3,
+        "validation": ["chestxray8", "chestxray8:gpt"],
+    }
+    assert build(root, tmp_path, reports=["gpt", "template"])["train"].num_rows == 5
+    with pytest.raises(
+        DataFormatError, match=r"train_llama.jsonl: reports of writer 'llama' for split 'train'"
+    ):
+        build(root, tmp_path, reports="llama")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda rows: rows[0].update(box_xyxy=[10, 10, 50, 50]),
+            r"train_gpt.jsonl, row 1: field 'box_xyxy'.*matches no",
+        ),
+        (
+            lambda rows: rows[0].update(label="Fracture"),
+            r"train_gpt.jsonl, row 1: field 'label' = 'Fracture'",
+        ),
+        (
+            lambda rows: rows[2].update(image="00000003_001.png"),
+            r"row 3: field 'image' = '00000003_001.png' is not",
+        ),
+        (lambda rows: rows[1].update(report=None), r"train_gpt.jsonl, row 2: field 'report' = None"),
+        (lambda rows: rows[1].pop("box_xyxy"), r"train_gpt.jsonl, row 2: field 'box_xyxy' = None"),
+    ],
+)
+def test_bad_report_rows_name_file_row_field(tmp_path, edit, message):
+    root = write_fixture(tmp_path / "cx8", ROWS, IMAGES, SPLITS)
+    write_reports(root, "gpt", {"train": SPLITS["train"]}, edit)
+    write_reports(root, "gpt", {"val": SPLITS["val"]})
+    with pytest.raises(DataFormatError, match=message):
+        build(root, tmp_path, reports="gpt")
+
+
+@pytest.mark.skipif(not (SHARED / "reports").is_dir(), reason="shared ChestX-ray8 reports absent")
+def test_shared_copy_all_report_sources(tmp_path):
+    dd = load_grounding_dataset(
+        "chestxray8", str(SHARED), reports="all", id_secret="t", cache_dir=str(tmp_path), progress=False
+    )
+    counts = {(s, src): n for s, ds in dd.items() for src, n in Counter(ds["source"]).items()}
+    assert counts == {
+        ("train", "chestxray8"): 599, ("train", "chestxray8:gpt"): 667, ("train", "chestxray8:llama"): 667,
+        ("validation", "chestxray8"): 88, ("validation", "chestxray8:gpt"): 99,
+        ("validation", "chestxray8:llama"): 99,
+    }  # fmt: skip
+    for ds in dd.values():
+        ids = {}
+        for image_id, pid, source, report, findings in zip(
+            ds["image_id"], ds["patient_id"], ds["source"], ds["report"], ds["findings"]
+        ):
+            assert (
+                ids.setdefault(image_id.split("#")[0], pid) == pid
+            )  # one patient id per image, every source
+            if source != "chestxray8":
+                (finding,) = findings
+                assert len(finding["boxes"]) == 1 and finding["phrase"]
+                assert taken_from(finding["phrase"], report), (finding["phrase"], report[:200])
+    train_p, val_p = set(dd["train"]["patient_id"]), set(dd["validation"]["patient_id"])
+    assert len(train_p) == 502 and len(val_p) == 78 and not train_p & val_p

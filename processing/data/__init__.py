@@ -2,11 +2,21 @@
 
 ``load_grounding_dataset(name, data_dir=None, **options)`` with ``name`` in ``BUILDERS``. Importing this
 package is cheap: builders are imported on first use.
+
+Every real-data builder parses its annotations into ``records.ImageRecord`` objects and builds through
+``records.build_from_records`` (one path for validation, the patient-disjoint split check, rows, features).
+ChestX-ray8 takes ``reports="template" | "gpt" | "llama" | "all"`` (or a list): the project's template
+reports, the narrative reports of the GPT / LLaMA writers (one sample per box, answer = a key phrase in
+the report's own words; ``source`` is ``chestxray8:gpt`` / ``chestxray8:llama``), or each image once per
+available source. Patient ids are keyed hashes (HMAC-SHA256) with a secret that never leaves the machine:
+``id_secret=`` / ``$MEDRG_ID_SECRET`` / ``<data_dir>/.medrg_id_secret`` (per-user file under
+``~/.cache/medrg/id_secrets/`` for a read-only data folder); published image ids never hold paths.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 
 from .common import DataFormatError
@@ -26,9 +36,13 @@ def load_grounding_dataset(name: str, data_dir: str | os.PathLike | None = None,
     """Build dataset ``name`` (one of ``BUILDERS``) from ``data_dir`` as a ``datasets.DatasetDict``.
 
     ``options`` are the builder's keyword arguments (e.g. ``examples_per_split``, ``seed``, ``image_size``
-    for ``synthcxr``; ``cache_dir`` and ``progress`` for all). Raises ``DataFormatError`` (a ``ValueError``)
-    naming file, row and field on bad input.
+    for ``synthcxr``; ``reports`` for ``chestxray8``; ``id_secret`` for the real sources; ``cache_dir`` and
+    ``progress`` for all). An unknown option is a ``TypeError`` naming it and the accepted ones. Raises
+    ``DataFormatError`` (a ``ValueError``) naming file, row and field on bad input. Real sources publish
+    patient ids only as keyed hashes (secret: ``id_secret`` / ``$MEDRG_ID_SECRET`` / a file beside the data).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, one of {sorted(BUILDERS)}; got {name!r}")
     key = name.strip().lower().replace("_", "-")
     key = {
         "ms_cxr": "ms-cxr",
@@ -40,8 +54,17 @@ def load_grounding_dataset(name: str, data_dir: str | os.PathLike | None = None,
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(BUILDERS)}")
     module_name, fn_name = BUILDERS[key]
     fn = getattr(importlib.import_module(f".{module_name}", __name__), fn_name)
+    accepted = [p for p in inspect.signature(fn).parameters if p != "data_dir"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for dataset {key!r}; accepted options: {accepted}")
+    size = options.get("image_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise ValueError(f"option image_size must be a positive integer (pixels), got {size!r}")
     if key != "synthcxr" and key != "jsonl" and data_dir is None:
         raise ValueError(f"dataset {name!r} is read from a local copy: pass data_dir")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir must be a path (str or os.PathLike), got {type(data_dir).__name__}")
     return fn(data_dir, **options)
 
 

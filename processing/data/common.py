@@ -11,15 +11,30 @@ Policies (documented once, used by every real-data builder):
 - A patient in two splits is an error naming the split pair and the image.
 - A missing or unreadable image is an error naming the image file and the annotation row.
 - An unknown label is an error naming the row and the known labels.
+- Text files are read as UTF-8 (a BOM is accepted); an invalid byte is an error naming file and line.
+
+Identifiers (privacy): a real patient's key (MRN, NIH prefix, MIMIC ``pNNNNNNNN``, RSNA ``patientId``) is
+published only as ``keyed_id(key, secret)``, an HMAC-SHA256 with a secret that never leaves the machine
+(``resolve_id_secret``): the ``id_secret`` argument of a builder, else the environment variable
+``MEDRG_ID_SECRET``, else a random secret generated once and stored beside the private data in
+``<data_dir>/.medrg_id_secret`` (mode 0600), or, when the data folder is read-only, in a per-user file
+``~/.cache/medrg/id_secrets/<hash of the data folder>`` (the log says which). Without the secret an id
+cannot be brute-forced back to a short MRN; with the same secret the same patient always gets the same id.
+Keep the secret private and back it up if ids must stay stable across machines. Published ids never contain
+paths or directory names.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
+import io
+import json
 import logging
 import math
 import os
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +53,11 @@ SPLIT_ALIASES = {
     "testing": "test",
 }
 
-# Salt for anonymised ids; stable so ids are reproducible across builds (ids are not meant to be secret
-# from someone holding the source data, only to keep source identifiers out of published rows).
+# Public salt of ``anonymise_id``: only for SYNTHETIC ids (SynthCXR), never for a real patient's key (a public
+# salt lets anyone brute-force a short MRN back from the hash; real builders use ``keyed_id``).
 ID_SALT = "medrg-v1"
+ID_SECRET_ENV = "MEDRG_ID_SECRET"
+ID_SECRET_FILE = ".medrg_id_secret"
 
 
 class DataFormatError(ValueError):
@@ -65,9 +82,113 @@ class BuildStats:
 
 
 def anonymise_id(raw: str, prefix: str = "p_", salt: str = ID_SALT) -> str:
-    """A stable, non-reversible id: ``prefix`` + the first 16 hex digits of a salted SHA-256."""
+    """``prefix`` + 16 hex digits of a publicly salted SHA-256: for synthetic ids only (see ``keyed_id``)."""
     digest = hashlib.sha256(f"{salt}:{raw}".encode()).hexdigest()
     return prefix + digest[:16]
+
+
+def keyed_id(raw: str, secret: bytes, prefix: str = "p_") -> str:
+    """``prefix`` + the first 16 hex digits of HMAC-SHA256(``secret``, ``raw``): the published id of a real
+    patient (or image) key."""
+    if not isinstance(secret, bytes) or not secret:
+        raise TypeError(f"keyed_id: secret must be non-empty bytes, got {type(secret).__name__}")
+    return prefix + hmac.new(secret, raw.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def secret_fingerprint(secret: bytes) -> str:
+    """A value that changes with the secret (part of cache fingerprints) and does not reveal it."""
+    return hmac.new(secret, b"medrg-cache-fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def _user_secret_path(data_dir: Path) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "medrg" / "id_secrets" / hashlib.sha256(str(data_dir).encode()).hexdigest()[:24]
+
+
+def _writable(folder: Path) -> bool:
+    """False for a folder marked read-only (no write bit: also for root, who could write anyway) or not
+    writable by this user."""
+    try:
+        return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
+def _read_secret(path: Path) -> bytes:
+    value = path.read_bytes().strip()
+    if not value:
+        raise DataFormatError(f"{path}: id secret file is empty; delete it to generate a new secret")
+    return value
+
+
+def _create_secret(path: Path) -> bytes:
+    """Write a new random secret to ``path`` (mode 0600, never overwriting); returns the secret on disk."""
+    value = secrets.token_hex(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # written concurrently by another build: use that one
+        return _read_secret(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(value + b"\n")
+    return value
+
+
+def resolve_id_secret(id_secret: str | bytes | None, data_dir: str | os.PathLike | None) -> bytes:
+    """The secret for ``keyed_id``: ``id_secret``, else ``$MEDRG_ID_SECRET``, else a stored secret.
+
+    The stored secret is ``<data_dir>/.medrg_id_secret``, generated once (random 256 bits, mode 0600). If the
+    data folder is read-only (no write permission bit, or not writable) it is kept in a per-user file under
+    ``~/.cache/medrg/id_secrets/`` (``$XDG_CACHE_HOME`` if set) keyed by the data folder's absolute path, and
+    the log says so. Raises ``ValueError`` for an empty ``id_secret``.
+    """
+    if id_secret is not None:
+        if isinstance(id_secret, str):
+            id_secret = id_secret.encode("utf-8")
+        if not isinstance(id_secret, bytes) or not id_secret:
+            raise ValueError(f"id_secret must be a non-empty str or bytes, got {id_secret!r:.40}")
+        return id_secret
+    env = os.environ.get(ID_SECRET_ENV, "")
+    if env:
+        return env.encode("utf-8")
+    folder = Path(data_dir if data_dir is not None else ".").resolve()
+    local, user = folder / ID_SECRET_FILE, _user_secret_path(folder)
+    for path in (local, user):
+        if path.is_file():
+            return _read_secret(path)
+    try:
+        if not _writable(folder):
+            raise PermissionError(folder)
+        value = _create_secret(local)
+        logger.info("generated the patient-id secret %s (keep it private; ids depend on it)", local)
+        return value
+    except OSError:
+        user.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = _create_secret(user)
+        logger.warning(
+            "data folder %s is read-only: the patient-id secret is stored per user in %s (set %s or pass "
+            "id_secret= for ids that are the same on every machine)",
+            folder,
+            user,
+            ID_SECRET_ENV,
+        )
+        return value
+
+
+def read_text_checked(path: str | os.PathLike) -> str:
+    """The text of a UTF-8 file (a leading BOM is dropped). An invalid byte is a ``DataFormatError`` naming
+    the file, the 1-based line and the byte; a missing file one naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}, row {line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def normalise_split(name: str, where: str) -> str:
@@ -90,7 +211,7 @@ def read_csv_rows(
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: annotation file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(read_text_checked(path), newline="") as f:
         reader = csv.reader(f)
         try:
             header = [h.strip() for h in next(reader)]
@@ -121,7 +242,36 @@ def read_csv_rows(
     return header, rows
 
 
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(1-based line, object) of each non-blank line of a JSON-lines file (UTF-8, BOM and CRLF accepted).
+
+    Invalid UTF-8, invalid JSON, nesting too deep for the parser and a line that is not a JSON object are
+    ``DataFormatError`` naming file and line. Lines are split on ``\\n`` only, so a U+2028 inside a string
+    (valid JSON) does not split a record.
+    """
+    path = Path(path)
+    for line_no, text in enumerate(read_text_checked(path).split("\n"), start=1):
+        if not text.strip():
+            continue
+        where = f"{path}, row {line_no}"
+        try:
+            obj = json.loads(text)
+        except RecursionError:
+            raise DataFormatError(f"{where}: JSON nested too deeply to read") from None
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except ValueError as e:  # e.g. an integer with more digits than Python converts
+            raise DataFormatError(f"{where}: not valid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        yield line_no, obj
+
+
 def parse_float(value: Any, where: str, field_name: str) -> float:
+    if isinstance(value, bool):
+        raise DataFormatError(
+            f"{where}: field {field_name!r} is {value!r}, expected a number (not a boolean)"
+        )
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -238,8 +388,15 @@ def build_dataset_dict(
         def gen(fp: str, _items=items, _split=split) -> Iterator[dict]:
             # ``fp`` is unused here but part of gen_kwargs, hence of the builder's config hash / cache path.
             disable = None if progress is None else not progress
-            for item in tqdm(_items, desc=f"{desc} {_split}", disable=disable, leave=False):
-                yield make_row(item)
+            for i, item in enumerate(tqdm(_items, desc=f"{desc} {_split}", disable=disable, leave=False)):
+                try:
+                    row = make_row(item)
+                except DataFormatError:
+                    raise
+                except Exception as e:  # a reader's raw error: name the item (its annotation row when known)
+                    where = getattr(item, "where", None) or f"{desc} split {_split!r}, item {i}"
+                    raise DataFormatError(f"{where}: {type(e).__name__}: {e}") from e
+                yield row
 
         try:
             ds = datasets.Dataset.from_generator(
@@ -251,15 +408,22 @@ def build_dataset_dict(
                 fingerprint=fp,
             )
         except datasets.exceptions.DatasetGenerationError as e:
-            # surface our own error (file, row, field) instead of the generic wrapper
-            cause = e.__cause__
-            while cause is not None and not isinstance(cause, DataFormatError):
-                cause = cause.__cause__ or cause.__context__
-            if cause is not None:
-                raise cause from None
-            raise
+            raise unwrap_generation_error(e, f"{desc} split {split!r}") from None
         out[split] = ds
     return datasets.DatasetDict(out)
+
+
+def unwrap_generation_error(error: BaseException, where: str) -> DataFormatError:
+    """The ``DataFormatError`` inside ``datasets``' opaque ``DatasetGenerationError`` (file, row, field), or
+    a ``DataFormatError`` naming ``where`` and the innermost cause when there is none."""
+    seen, cause, last = set(), error, error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, DataFormatError):
+            return cause
+        seen.add(id(cause))
+        last = cause
+        cause = cause.__cause__ or cause.__context__
+    return DataFormatError(f"{where}: could not write the rows: {type(last).__name__}: {last}")
 
 
 def schema_row(

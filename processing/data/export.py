@@ -43,7 +43,7 @@ def export_to_hub_folder(
         sizes[split] = ds.num_rows
     if source is None:
         first = next(iter(dataset_dict.values()))
-        source = first[0]["source"] if first.num_rows else "unknown"
+        source = first[0]["source"].split(":")[0] if first.num_rows else "unknown"
     features_yaml = DatasetInfo(features=GROUNDING_FEATURES)._to_yaml_dict()["features"]
     card = render_dataset_card(
         features_yaml, sizes, source, data_files, pretty_name=pretty_name, license=license,

@@ -6,7 +6,9 @@ boxes are mapped to the image actually read. Rows of one image with the same ``l
 finding with several boxes. ``path`` is relative to the MIMIC-CXR-JPG root (``images_dir``, default
 ``data_dir``). Without ``reports_dir`` the report is the image's phrases as sentences; with it (the
 MIMIC-CXR report root, ``files/pXX/pNNNNNNNN/sNNNNNNNN.txt``) the real report text, so the task is the full
-report -> phrases. The patient id is the ``pNNNNNNNN`` folder of ``path`` (stored anonymised).
+report -> phrases. The patient key is the ``pNNNNNNNN`` folder of ``path``; it is published only as a keyed
+hash (HMAC-SHA256; secret from ``id_secret`` / ``$MEDRG_ID_SECRET`` / ``<data_dir>/.medrg_id_secret``, see
+``common.resolve_id_secret``). ``image_id`` is the ``dicom_id`` (a MIMIC de-identified id, no path).
 """
 
 from __future__ import annotations
@@ -15,8 +17,16 @@ import os
 import re
 from pathlib import Path
 
-from .common import DataFormatError, file_signature, normalise_split, parse_float, read_csv_rows
-from .records import BoxAnnotation, ImageRecord, build_from_records, check_images_exist, check_records
+from .common import (
+    DataFormatError,
+    file_signature,
+    normalise_split,
+    parse_float,
+    read_csv_rows,
+    read_text_checked,
+    resolve_id_secret,
+)
+from .records import BoxAnnotation, ImageRecord, build_from_records
 
 SOURCE = "ms-cxr"
 COLUMNS = (
@@ -53,82 +63,84 @@ def _find_csv(data_dir: Path) -> Path:
     return cands[-1]
 
 
-def build_ms_cxr(
-    data_dir: str | os.PathLike,
-    annotation_file: str | os.PathLike | None = None,
-    images_dir: str | os.PathLike | None = None,
-    reports_dir: str | os.PathLike | None = None,
-    clip_tolerance_px: float = 2.0,
-    cache_dir: str | None = None,
-    progress: bool | None = None,
-):
-    """Build MS-CXR as a ``DatasetDict`` (see the module docstring)."""
-    data_dir = Path(data_dir)
-    csv_path = Path(annotation_file) if annotation_file else _find_csv(data_dir)
-    images_root = Path(images_dir) if images_dir else data_dir
+def _parse_row(where: str, row: dict) -> tuple[str, list[float], tuple[float, float], str, str]:
+    """(category, [x, y, w, h], (image_width, image_height), patient folder, split) of one CSV row."""
+    cat = row["category_name"]
+    if cat not in CATEGORIES:
+        raise DataFormatError(
+            f"{where}: field 'category_name' = {cat!r} is not a known category {list(CATEGORIES)}"
+        )
+    box = [parse_float(row[k], where, k) for k in ("x", "y", "w", "h")]
+    iw, ih = (parse_float(row[k], where, k) for k in ("image_width", "image_height"))
+    if iw <= 0 or ih <= 0:
+        raise DataFormatError(f"{where}: field 'image_width'/'image_height' must be positive, got {iw}x{ih}")
+    m = _PATIENT.search(row["path"].replace("\\", "/"))
+    if m is None:
+        raise DataFormatError(f"{where}: field 'path' = {row['path']!r} has no pNNNNNNNN patient folder")
+    return cat, box, (iw, ih), m.group(1), normalise_split(row["split"], f"{where}: field 'split'")
+
+
+def _report_text(where: str, path: str, patient: str, reports_dir: Path) -> str:
+    sm = _STUDY.search(path.replace("\\", "/"))
+    if sm is None:
+        raise DataFormatError(f"{where}: field 'path' has no sNNNNNNNN study folder for the report")
+    rpath = reports_dir / "files" / patient[:3] / patient / f"{sm.group(1)}.txt"
+    if not rpath.is_file():
+        raise DataFormatError(f"{where}: report file {rpath} not found")
+    return read_text_checked(rpath).strip()
+
+
+def _records(csv_path: Path, images_root: Path, reports_dir: Path | None) -> list[ImageRecord]:
     _, rows = read_csv_rows(csv_path, COLUMNS)
     records: dict[str, ImageRecord] = {}
     seen: dict[tuple, int] = {}
     for line, row in rows:
         where = f"{csv_path}, row {line}"
-        cat = row["category_name"]
-        if cat not in CATEGORIES:
-            raise DataFormatError(
-                f"{where}: field 'category_name' = {cat!r} is not a known category {list(CATEGORIES)}"
-            )
-        x, y, w, h = (parse_float(row[k], where, k) for k in ("x", "y", "w", "h"))
-        iw, ih = (parse_float(row[k], where, k) for k in ("image_width", "image_height"))
-        if iw <= 0 or ih <= 0:
-            raise DataFormatError(
-                f"{where}: field 'image_width'/'image_height' must be positive, got {iw}x{ih}"
-            )
+        cat, (x, y, w, h), frame, patient, split = _parse_row(where, row)
         key = (row["dicom_id"], row["label_text"], x, y, w, h)
         if key in seen:
             raise DataFormatError(
                 f"{where}: duplicate of row {seen[key]} (same dicom_id, label_text and box)"
             )
         seen[key] = line
-        m = _PATIENT.search(row["path"].replace("\\", "/"))
-        if m is None:
-            raise DataFormatError(f"{where}: field 'path' = {row['path']!r} has no pNNNNNNNN patient folder")
-        split = normalise_split(row["split"], f"{where}: field 'split'")
+        if not row["label_text"]:
+            raise DataFormatError(f"{where}: field 'label_text' is empty, expected the finding's phrase")
         rec = records.get(row["dicom_id"])
         if rec is None:
-            report = None
-            if reports_dir is not None:
-                sm = _STUDY.search(row["path"].replace("\\", "/"))
-                pm = m.group(1)
-                if sm is None:
-                    raise DataFormatError(
-                        f"{where}: field 'path' has no sNNNNNNNN study folder for the report"
-                    )
-                rpath = Path(reports_dir) / "files" / pm[:3] / pm / f"{sm.group(1)}.txt"
-                if not rpath.is_file():
-                    raise DataFormatError(f"{where}: report file {rpath} not found")
-                report = rpath.read_text(encoding="utf-8").strip()
+            report = None if reports_dir is None else _report_text(where, row["path"], patient, reports_dir)
             rec = ImageRecord(
-                image_path=images_root / row["path"],
-                image_id=row["dicom_id"],
-                patient_key=m.group(1),
-                split=split,
-                where=where,
-                report=report,
-                frame=(iw, ih),
+                images_root / row["path"], row["dicom_id"], patient, split, where, report=report, frame=frame
             )
             records[row["dicom_id"]] = rec
-        elif rec.split != split or rec.frame != (iw, ih):
+        elif rec.split != split or rec.frame != frame:
             raise DataFormatError(
-                f"{where}: field 'split'/'image_width'/'image_height' disagrees with {rec.where} for the same dicom_id"
+                f"{where}: field 'split'/'image_width'/'image_height' disagrees with {rec.where} for the "
+                "same dicom_id"
             )
         rec.boxes.append(BoxAnnotation(cat, [x, y, x + w, y + h], where, "x,y,w,h", phrase=row["label_text"]))
-    recs = list(records.values())
+    return list(records.values())
+
+
+def build_ms_cxr(
+    data_dir: str | os.PathLike,
+    annotation_file: str | os.PathLike | None = None,
+    images_dir: str | os.PathLike | None = None,
+    reports_dir: str | os.PathLike | None = None,
+    clip_tolerance_px: float = 2.0,
+    id_secret: str | bytes | None = None,
+    cache_dir: str | None = None,
+    progress: bool | None = None,
+):
+    """Build MS-CXR as a ``DatasetDict`` (see the module docstring; ``id_secret``: key of the patient ids)."""
+    data_dir = Path(data_dir)
+    csv_path = Path(annotation_file) if annotation_file else _find_csv(data_dir)
+    images_root = Path(images_dir) if images_dir else data_dir
+    recs = _records(csv_path, images_root, None if reports_dir is None else Path(reports_dir))
     if reports_dir is None:
         for rec in recs:
             # phrases kept verbatim (mid-sentence), so the model can copy them out of the report
             phrases = list(dict.fromkeys(b.phrase for b in rec.boxes))
             rec.report = "FINDINGS: " + " ".join(f"There is {p.rstrip('.')}." for p in phrases)
-    check_records(recs)
-    check_images_exist(recs, "path")
     return build_from_records(
         recs,
         SOURCE,
@@ -138,6 +150,8 @@ def build_ms_cxr(
             str(reports_dir),
             file_signature(r.image_path for r in recs),
         ),
+        id_secret=resolve_id_secret(id_secret, data_dir),
+        image_field="path",
         clip_tolerance_px=clip_tolerance_px,
         cache_dir=cache_dir,
         progress=progress,

@@ -1,9 +1,10 @@
 """The intermediate record every real-data builder parses its annotations into, and its conversion to a row.
 
-A builder reads its annotation files into ``ImageRecord`` objects (no pixels yet), checks them (duplicates,
-labels, patient leaks), and ``build_from_records`` turns them into a ``DatasetDict``: it reads each image,
-maps boxes from the annotation frame to the image actually read, validates them, groups boxes into
-findings and writes a report from label + position where the source has none.
+A builder reads its annotation files into ``ImageRecord`` objects (no pixels yet, labels checked), and
+``build_from_records`` is the one path from there to a ``DatasetDict``: it checks the records (duplicate
+image ids, patients in two splits, missing image files), reads each image, maps boxes from the annotation
+frame to the image actually read, validates them, groups boxes into findings, writes a report from label +
+position where the source has none, and publishes the patient key only as a keyed hash (``keyed_id``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from pathlib import Path
 from .common import (
     BuildStats,
     DataFormatError,
-    anonymise_id,
     build_dataset_dict,
     check_box,
     check_patient_disjoint,
+    keyed_id,
     schema_row,
+    secret_fingerprint,
 )
 from .report_text import CENTRAL_CATEGORIES, location_phrase, side_of_box, write_report, zone_of_box
 
@@ -50,6 +52,12 @@ class ImageRecord:
     report: str | None = None
     frame: tuple[float, float] | None = None  # annotation frame (width, height); None = image frame
     keep_findings: list[dict] | None = None  # findings given verbatim (JSONL), boxes in image frame
+    source: str | None = None  # the row's ``source`` (e.g. "chestxray8:gpt"); None = the build's source
+    report_key: str | None = None  # seed key of a written report; None = "<source>:<image_id>"
+
+
+# categories a written report may deny when the image has no finding of them (substring match)
+DEFAULT_NEGATABLE = ("pneumothorax", "effusion", "cardiomegaly", "consolidation")
 
 
 def check_records(records: Sequence[ImageRecord]) -> None:
@@ -87,88 +95,125 @@ def unique_phrases(keys: Sequence[tuple[str, str, str]], rng: random.Random) -> 
     return out
 
 
+def _read_image(rec: ImageRecord):
+    from PIL import Image
+
+    from .images import load_image_gray8
+
+    try:
+        return load_image_gray8(rec.image_path, rec.where)
+    except Image.DecompressionBombError as e:
+        raise DataFormatError(f"{rec.where}: image file {rec.image_path} is refused: {e}") from None
+
+
+def _verbatim_findings(rec: ImageRecord, w: int, h: int, stats: BuildStats, tol: float) -> list[dict]:
+    findings = []
+    for k, f in enumerate(rec.keep_findings or []):
+        boxes = [
+            check_box(b, w, h, rec.where, f"findings[{k}].boxes[{j}]", stats, tol)
+            for j, b in enumerate(f["boxes"])
+        ]
+        findings.append({"phrase": f["phrase"], "category": f["category"], "boxes": boxes})
+    return findings
+
+
+def _box_groups(rec: ImageRecord, w: int, h: int, stats: BuildStats, tol: float, fuse) -> dict[tuple, list]:
+    """(label, group, given phrase) -> boxes in the image frame; ungrouped boxes are separate lesions."""
+    sx, sy = (1.0, 1.0) if rec.frame is None else (w / rec.frame[0], h / rec.frame[1])
+    groups: dict[tuple, list] = defaultdict(list)
+    for i, ann in enumerate(rec.boxes):
+        x0, y0, x1, y1 = ann.box
+        box = check_box(
+            [x0 * sx, y0 * sy, x1 * sx, y1 * sy], w, h, ann.where, ann.field_name, stats, tol * max(sx, sy)
+        )
+        groups[(ann.label, ann.group if ann.group is not None else f"#{i}", ann.phrase)].append(box)
+    return groups if fuse is None else {k: fuse(v) for k, v in groups.items()}
+
+
+def _findings_from_boxes(groups: dict[tuple, list], w: int, h: int, rng: random.Random) -> list[dict]:
+    """Given phrases first (rows of one phrase merged), then one written phrase per (label, side, zone)."""
+    given: dict[tuple[str, str], list] = defaultdict(list)
+    positioned: dict[tuple, list] = defaultdict(list)
+    for (label, _group, phrase), boxes in groups.items():
+        if phrase is not None:
+            given[(phrase, label)].extend(boxes)
+            continue
+        mean_box = [sum(b[i] for b in boxes) / len(boxes) for i in range(4)]
+        central = label.lower() in CENTRAL_CATEGORIES
+        side = "" if central else side_of_box(mean_box, w)
+        zone = "" if central else zone_of_box(mean_box, h)
+        positioned[(label, side, zone)].extend(boxes)
+    findings = [{"phrase": p, "category": label.lower(), "boxes": b} for (p, label), b in given.items()]
+    keys = [(k[0].lower(), k[1], k[2]) for k in positioned]
+    for key, phrase, boxes in zip(keys, unique_phrases(keys, rng), positioned.values()):
+        findings.append({"phrase": phrase, "category": key[0], "boxes": boxes})
+    return findings
+
+
+def _written_report(findings: list[dict], negatable: Sequence[str], rng: random.Random) -> str:
+    present = {f["category"] for f in findings}
+    absent = [k for k in negatable if not any(k in p for p in present)]
+    return write_report([f["phrase"] for f in findings], absent, rng)
+
+
 def record_to_row(
     rec: ImageRecord,
     source: str,
     stats: BuildStats,
     clip_tolerance_px: float,
     report_seed: int,
+    id_secret: bytes,
     fuse=None,
+    negatable: Sequence[str] = DEFAULT_NEGATABLE,
 ) -> dict:
-    from .images import load_image_gray8, to_png_bytes
+    """One schema row: the image as PNG bytes, boxes in its pixel frame, the patient key as ``keyed_id``."""
+    from .images import to_png_bytes
 
-    img = load_image_gray8(rec.image_path, rec.where)
+    img = _read_image(rec)
     w, h = img.size
-    sx, sy = (1.0, 1.0) if rec.frame is None else (w / rec.frame[0], h / rec.frame[1])
-    tol = clip_tolerance_px * max(sx, sy)
-    rng = random.Random(f"{report_seed}:{source}:{rec.image_id}")
-    findings: list[dict] = []
+    rng = random.Random(f"{report_seed}:{rec.report_key or f'{source}:{rec.image_id}'}")
     if rec.keep_findings is not None:
-        for k, f in enumerate(rec.keep_findings):
-            boxes = [
-                check_box(b, w, h, rec.where, f"findings[{k}].boxes[{j}]", stats, clip_tolerance_px)
-                for j, b in enumerate(f["boxes"])
-            ]
-            findings.append({"phrase": f["phrase"], "category": f["category"], "boxes": boxes})
+        findings = _verbatim_findings(rec, w, h, stats, clip_tolerance_px)
     else:
-        groups: dict[tuple, list] = defaultdict(list)
-        for i, ann in enumerate(rec.boxes):
-            x0, y0, x1, y1 = ann.box
-            box = check_box([x0 * sx, y0 * sy, x1 * sx, y1 * sy], w, h, ann.where, ann.field_name, stats, tol)
-            # ungrouped boxes are separate lesions until position words merge them below
-            groups[(ann.label, ann.group if ann.group is not None else f"#{i}", ann.phrase)].append(box)
-        if fuse is not None:
-            groups = {k: fuse(v) for k, v in groups.items()}
-        # boxes without a given phrase: phrase from label + position; merge same (label, side, zone)
-        positioned: dict[tuple, list] = defaultdict(list)
-        given: list[tuple[str, str, list]] = []
-        for (label, _group, phrase), boxes in groups.items():
-            if phrase is not None:
-                given.append((phrase, label, boxes))
-                continue
-            xs0 = sum(b[0] for b in boxes) / len(boxes)
-            xs1 = sum(b[2] for b in boxes) / len(boxes)
-            ys0 = sum(b[1] for b in boxes) / len(boxes)
-            ys1 = sum(b[3] for b in boxes) / len(boxes)
-            mean_box = [xs0, ys0, xs1, ys1]
-            central = label.lower() in CENTRAL_CATEGORIES
-            side = "" if central else side_of_box(mean_box, w)
-            zone = "" if central else zone_of_box(mean_box, h)
-            positioned[(label, side, zone)].extend(boxes)
-        # merge given phrases: several rows of one phrase form one finding
-        merged: dict[tuple[str, str], list] = defaultdict(list)
-        for phrase, label, boxes in given:
-            merged[(phrase, label)].extend(boxes)
-        for (phrase, label), boxes in merged.items():
-            findings.append({"phrase": phrase, "category": label.lower(), "boxes": boxes})
-        keys = [(k[0].lower(), k[1], k[2]) for k in positioned]
-        for key, phrase, boxes in zip(keys, unique_phrases(keys, rng), positioned.values()):
-            findings.append({"phrase": phrase, "category": key[0], "boxes": boxes})
-    report = rec.report
-    if report is None:
-        present = {f["category"] for f in findings}
-        absent = [
-            k
-            for k in ("pneumothorax", "effusion", "cardiomegaly", "consolidation")
-            if not any(k in p for p in present)
-        ]
-        report = write_report([f["phrase"] for f in findings], absent, rng)
-    return schema_row(
-        to_png_bytes(img), report, findings, rec.image_id, anonymise_id(f"{source}:{rec.patient_key}"), source
-    )
+        findings = _findings_from_boxes(_box_groups(rec, w, h, stats, clip_tolerance_px, fuse), w, h, rng)
+    report = rec.report if rec.report is not None else _written_report(findings, negatable, rng)
+    patient_id = keyed_id(f"{source}:{rec.patient_key}", id_secret)
+    return schema_row(to_png_bytes(img), report, findings, rec.image_id, patient_id, rec.source or source)
+
+
+def _check_tolerance(clip_tolerance_px) -> None:
+    ok = isinstance(clip_tolerance_px, (int, float)) and not isinstance(clip_tolerance_px, bool)
+    if not ok or not clip_tolerance_px >= 0:
+        raise ValueError(f"clip_tolerance_px must be a number >= 0, got {clip_tolerance_px!r}")
 
 
 def build_from_records(
     records: Sequence[ImageRecord],
     source: str,
     fingerprint_parts: Sequence,
+    *,
+    id_secret: bytes,
+    image_field: str = "image",
     clip_tolerance_px: float = 2.0,
     report_seed: int = 0,
+    negatable: Sequence[str] = DEFAULT_NEGATABLE,
     cache_dir: str | os.PathLike | None = None,
     progress: bool | None = None,
     fuse=None,
     stats: BuildStats | None = None,
 ):
+    """The one path from records to a ``DatasetDict`` (splits train / validation / test, rows sorted by id).
+
+    Checks duplicates, patient-disjoint splits and image files (``image_field`` names the annotation field
+    in the error), then builds the rows lazily through ``datasets``' cache. ``id_secret``: the key of the
+    published patient ids (``common.resolve_id_secret``). ``fuse``: boxes -> boxes of one finding
+    (e.g. the mean of several readers). ``negatable``: categories a written report may deny.
+    """
+    if not records:
+        raise DataFormatError(f"{source}: the annotations hold no image to build")
+    _check_tolerance(clip_tolerance_px)
+    check_records(records)
+    check_images_exist(records, image_field)
     stats = stats or BuildStats(source)
     by_split: dict[str, list[ImageRecord]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r.image_id):
@@ -176,8 +221,17 @@ def build_from_records(
     order = [s for s in ("train", "validation", "test") if s in by_split]
     dd = build_dataset_dict(
         {s: by_split[s] for s in order},
-        lambda rec: record_to_row(rec, source, stats, clip_tolerance_px, report_seed, fuse),
-        fingerprint_parts=(source, clip_tolerance_px, report_seed, *fingerprint_parts),
+        lambda rec: record_to_row(
+            rec, source, stats, clip_tolerance_px, report_seed, id_secret, fuse, negatable
+        ),
+        fingerprint_parts=(
+            source,
+            clip_tolerance_px,
+            report_seed,
+            tuple(negatable),
+            secret_fingerprint(id_secret),
+            *fingerprint_parts,
+        ),  # fmt: skip
         cache_dir=None if cache_dir is None else str(cache_dir),
         desc=source,
         progress=progress,
