@@ -1,22 +1,24 @@
 """MedRG: medical report grounding with a multimodal LLM.
 
 `import medrg` registers the Auto classes for model type `medrg` and the pipeline task `report-grounding`, so
-`AutoModel`, `AutoProcessor` and `pipeline("report-grounding", model=...)` work without `trust_remote_code`
-(a saved folder also loads with `trust_remote_code=True` where `medrg` is not installed).
+`AutoModel`, `AutoImageProcessor`, `AutoProcessor` and `pipeline("report-grounding", model=...)` work without
+`trust_remote_code` (a saved folder also loads with `trust_remote_code=True` where `medrg` is not installed).
+Registration only fills transformers' lookup tables: nothing is loaded or built at import.
 """
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from medrg.default_model import DEFAULT_MODEL_DIR
+from medrg.defaults import DEFAULT_MODEL_DIR
 from medrg.modeling_medrg.configuration_medrg import MedRGConfig
 from medrg.modeling_medrg.modeling_medrg import (
     MedRGForReportGrounding,
     MedRGGroundingOutput,
     MedRGOutput,
 )
+from medrg.processing.image_processing_medrg import MedRGImageProcessor
 from medrg.processing.pipeline_medrg import ReportGroundingPipeline
 from medrg.processing.processing_medrg import MedRGProcessor
 
@@ -27,19 +29,26 @@ TASK = "report-grounding"
 def _register() -> None:
     AutoConfig.register("medrg", MedRGConfig, exist_ok=True)
     AutoModel.register(MedRGConfig, MedRGForReportGrounding, exist_ok=True)
+    AutoImageProcessor.register(
+        MedRGConfig, image_processor_classes={"pil": MedRGImageProcessor}, exist_ok=True
+    )
     AutoProcessor.register(MedRGConfig, MedRGProcessor, exist_ok=True)
     # so save_pretrained writes auto_map and copies the flat hub code next to the weights
     MedRGConfig.register_for_auto_class()
     MedRGForReportGrounding.register_for_auto_class("AutoModel")
+    MedRGImageProcessor.register_for_auto_class("AutoImageProcessor")
     MedRGProcessor.register_for_auto_class()
-    # `pipeline("report-grounding")` without a model uses the embedded default model
     PIPELINE_REGISTRY.register_pipeline(
-        TASK,
-        pipeline_class=ReportGroundingPipeline,
-        pt_model=AutoModel,
-        default={"model": (str(DEFAULT_MODEL_DIR), "main")},
-        type="multimodal",
+        TASK, pipeline_class=ReportGroundingPipeline, pt_model=AutoModel, type="multimodal"
     )
+    # `pipeline("report-grounding")` without a model uses the embedded default model. The default goes on a copy
+    # of the registry entry only: `Pipeline.save_pretrained` writes the class's own entry into a saved
+    # config.json, which must not carry this installation's local path.
+    entry = PIPELINE_REGISTRY.supported_tasks[TASK]
+    PIPELINE_REGISTRY.supported_tasks[TASK] = {
+        **entry,
+        "default": {"model": (str(DEFAULT_MODEL_DIR), "main")},
+    }
 
 
 _register()
@@ -68,6 +77,7 @@ __all__ = [
     "MedRGConfig",
     "MedRGForReportGrounding",
     "MedRGGroundingOutput",
+    "MedRGImageProcessor",
     "MedRGOutput",
     "MedRGProcessor",
     "ReportGroundingPipeline",

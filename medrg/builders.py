@@ -7,6 +7,7 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from medrg.modeling_medrg.configuration_medrg import MedRGConfig
 from medrg.modeling_medrg.modeling_medrg import MedRGForReportGrounding
+from medrg.processing.image_processing_medrg import MedRGImageProcessor
 from medrg.processing.processing_medrg import MedRGProcessor
 from medrg.tokenizer import BOX_TOKEN, IMAGE_TOKEN, add_grounding_tokens, train_tiny_tokenizer
 
@@ -77,8 +78,8 @@ def build_tiny_medrg(
         max_new_tokens=64,
     )
     processor = MedRGProcessor(
+        image_processor=MedRGImageProcessor(image_size=image_size),
         tokenizer=tokenizer,
-        image_size=image_size,
         num_image_tokens=model.config.num_image_tokens,
         max_length=max_length,
     )
@@ -123,10 +124,10 @@ def build_medrg_from_backbones(
     generation.pad_token_id = tokenizer.pad_token_id
     generation.do_sample = False
     processor = MedRGProcessor(
+        image_processor=MedRGImageProcessor(
+            image_size=image_size, image_mean=image_mean, image_std=image_std
+        ),
         tokenizer=tokenizer,
-        image_size=image_size,
-        image_mean=image_mean,
-        image_std=image_std,
         num_image_tokens=model.config.num_image_tokens,
         max_length=max_length,
     )

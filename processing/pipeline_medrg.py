@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from transformers import Pipeline
 
+from .image_processing_medrg import load_image
 
-def _load_image(image):
-    """A path is opened with Pillow (16-bit PNGs keep their depth); other images pass through unchanged."""
-    if isinstance(image, str):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                return opened.copy()
-        except FileNotFoundError:
-            raise ValueError(f"Image file not found: {image}") from None
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-            raise ValueError(f"Cannot read image file {image}: {error}") from None
-    return image
+logger = logging.getLogger(__name__)
 
 
 class ReportGroundingPipeline(Pipeline):
@@ -33,10 +23,15 @@ class ReportGroundingPipeline(Pipeline):
     ```
 
     Inputs: `pipe(image, report=...)`, `pipe({"image": ..., "report": ...})`, or a list of either (with
-    `batch_size=`); an image is a PIL image, a path or a numpy array. Options: `threshold` (drop boxes below this
-    confidence, each phrase keeps its best box), `max_new_tokens`. Returns per input a list of
-    `{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}` in that image's pixels; an empty list when the
-    model finds nothing to ground.
+    `batch_size=`); an image is a PIL image, a numpy array, a tensor, or a file path (`str`/`pathlib.Path`; PNG,
+    JPEG, ... and DICOM). Options: `threshold` (drop boxes below this confidence, each phrase keeps its best box),
+    `keep_top_box`, `max_new_tokens`, `return_status`.
+
+    Returns per input a list of `{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}` in that image's
+    pixels (an empty list when the model grounds nothing). When the answer was cut off by `max_new_tokens` a
+    warning is logged; with `return_status=True` each input instead gives
+    `{"findings": [records], "finished": bool, "report_truncated": bool}`, so "no finding" can be told apart from
+    "the model could not finish" and from "the report did not fit".
     """
 
     _load_processor = True
@@ -48,24 +43,26 @@ class ReportGroundingPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("The report-grounding pipeline needs the MedRGProcessor (pass processor=...)")
-        # batching pads with the processor's tokenizer, on the left as generation needs
-        self.tokenizer = self.processor.tokenizer
+        # Batching collates with these: input_ids padded on the left by the tokenizer, pixel_values stacked
+        # (`Pipeline` takes them from a processor passed alone; set them when a tokenizer was passed as well).
+        if self.tokenizer is None:
+            self.tokenizer = self.processor.tokenizer
+        if self.image_processor is None:
+            self.image_processor = self.processor.image_processor
 
     def save_pretrained(self, save_directory, **kwargs):
-        # the registered default model is a folder of the local installation: keep it out of saved configs
-        registered = getattr(type(self), "_registered_impl", None)
-        if registered:
-            self._registered_impl = {
-                task: {key: value for key, value in impl.items() if key != "default"}
-                for task, impl in registered.items()
-            }
-        try:
-            return super().save_pretrained(save_directory, **kwargs)
-        finally:
-            self.__dict__.pop("_registered_impl", None)
+        """Save the model, its hub code and the pipeline entry (`Pipeline.save_pretrained`), and the processor."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory, **kwargs)
 
     def _sanitize_parameters(
-        self, report=None, threshold=None, max_new_tokens=None, keep_top_box=None, **kwargs
+        self,
+        report=None,
+        threshold=None,
+        max_new_tokens=None,
+        keep_top_box=None,
+        return_status=None,
+        **kwargs,
     ):
         preprocess, forward, postprocess = {}, {}, {}
         if report is not None:
@@ -76,6 +73,8 @@ class ReportGroundingPipeline(Pipeline):
             postprocess["threshold"] = float(threshold)
         if keep_top_box is not None:
             postprocess["keep_top_box"] = bool(keep_top_box)
+        if return_status is not None:
+            postprocess["return_status"] = bool(return_status)
         return preprocess, forward, postprocess
 
     def __call__(self, inputs, report=None, **kwargs):
@@ -98,46 +97,59 @@ class ReportGroundingPipeline(Pipeline):
             image, text = inputs, report
         if text is None:
             raise ValueError("The report-grounding pipeline needs a report: pipe(image, report='...')")
-        inputs = self.processor(images=_load_image(image), text=text, return_tensors="pt")
-        # The batching collate of transformers pipelines stacks a key named "image" and pads input_ids with the
-        # tokenizer; "pixel_values" would need an image processor object, which MedRG keeps inside its processor.
-        inputs["image"] = inputs.pop("pixel_values")
-        return inputs
+        return self.processor(
+            images=load_image(image), text=text, return_tensors="pt", return_report_truncated=True
+        )
 
     def _forward(self, model_inputs, max_new_tokens: int = 64):
         output = self.model.generate_grounding(
             input_ids=model_inputs["input_ids"],
-            pixel_values=model_inputs["image"],
+            pixel_values=model_inputs["pixel_values"],
             attention_mask=model_inputs["attention_mask"],
             max_new_tokens=max_new_tokens,
         )
-        generated = output.sequences[:, output.prompt_length :]
+        # every value batched along dim 0, so that the pipeline can split a batch into its inputs
+        batch = output.sequences.shape[0]
         return {
-            "generated_ids": generated,
+            "sequences": output.sequences[:, output.prompt_length :],
             "generated_mask": output.generated_mask,
             "pred_boxes": output.pred_boxes,
             "pred_scores": output.pred_scores,
+            "box_mask": output.box_mask,
+            "finished": output.finished,
             "image_sizes": model_inputs["image_sizes"],
+            "report_truncated": model_inputs["report_truncated"],
+            "max_new_tokens": torch.full((batch,), max_new_tokens, dtype=torch.long),
         }
 
-    def postprocess(self, model_outputs, threshold: float = 0.0, keep_top_box: bool = True):
-        boxes, scores = model_outputs["pred_boxes"], model_outputs["pred_scores"]
-        # unbatched items arrive with a leading batch dimension of 1
-        boxes = boxes if isinstance(boxes, list) else [boxes[0] if boxes.dim() == 4 else boxes]
-        scores = scores if isinstance(scores, list) else [scores[0] if scores.dim() == 3 else scores]
-        outputs = {
-            "sequences": model_outputs["generated_ids"],
-            "prompt_length": 0,
-            "generated_mask": model_outputs["generated_mask"],
-            "pred_boxes": [b.float().cpu() for b in boxes],
-            "pred_scores": [s.float().cpu() for s in scores],
-        }
-        sizes = model_outputs["image_sizes"]
-        sizes = sizes.reshape(-1, 2) if torch.is_tensor(sizes) else sizes
-        records = self.processor.post_process_grounding(
-            outputs, target_sizes=sizes, threshold=threshold, keep_top_box=keep_top_box
-        )
-        return records[0]
+    def postprocess(
+        self, model_outputs, threshold: float = 0.0, keep_top_box: bool = True, return_status=False
+    ):
+        outputs = {**model_outputs, "prompt_length": 0}  # `sequences` holds the generated ids only
+        result = self.processor.post_process_grounding(
+            outputs, target_sizes=model_outputs["image_sizes"], threshold=threshold, keep_top_box=keep_top_box
+        )[0]
+        records = [
+            {
+                "label": label,
+                "score": float(score),
+                "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), (float(v) for v in box))),
+            }
+            for label, score, box in zip(result["labels"], result["scores"], result["boxes"])
+        ]
+        if return_status:
+            return {
+                "findings": records,
+                "finished": result["finished"],
+                "report_truncated": bool(model_outputs["report_truncated"].reshape(-1)[0]),
+            }
+        if not result["finished"]:
+            logger.warning(
+                "The model's answer was cut off at max_new_tokens=%d before it finished: the findings may be "
+                "incomplete. Raise max_new_tokens, or pass return_status=True to see this per input.",
+                int(model_outputs["max_new_tokens"].reshape(-1)[0]),
+            )
+        return records
 
 
 __all__ = ["ReportGroundingPipeline"]

@@ -1,21 +1,16 @@
-"""MedRGProcessor: tokenizer with `<image>`/`<BOX>`, X-ray image processing, prompt/answer templates, training
-labels and targets, and post-processing of generated groundings into prediction records."""
+"""MedRGProcessor: the X-ray image processor plus a tokenizer with `<image>`/`<BOX>`, the prompt/answer templates,
+training labels and targets, and the post-processing of generated groundings into boxes in the caller's pixels."""
 
 from __future__ import annotations
 
 import warnings
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import BatchFeature, ProcessorMixin
+from transformers.image_transforms import center_to_corners_format, corners_to_center_format
 
-from .image_processing_medrg import (
-    LetterboxGeometry,
-    cxcywh_to_xyxy,
-    letterbox,
-    normalise,
-    xray_to_intensity,
-    xyxy_to_cxcywh,
-)
+from .image_processing_medrg import LetterboxGeometry, MedRGImageProcessor
 from .prompting_medrg import (
     DEFAULT_INSTRUCTION,
     DEFAULT_NO_FINDING_ANSWER,
@@ -30,29 +25,24 @@ IGNORE_INDEX = -100
 
 class MedRGProcessor(ProcessorMixin):
     r"""
-    Turns (X-ray, report[, findings]) into MedRG inputs, and MedRG's generations into
-    `{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}` records in the caller's pixels.
+    Turns (X-ray, report[, findings]) into MedRG inputs, and MedRG's generations into boxes per finding phrase.
 
     Args:
+        image_processor ([`MedRGImageProcessor`]): letterbox, bit depth, normalisation (default: 224 px, mean/std
+            0.5).
         tokenizer: a tokenizer that holds `image_token` and `box_token` as special tokens (one id each).
-        image_size (`int`): side of the square, letterboxed model input.
-        image_mean, image_std (`list[float]`): per-channel normalisation; their length is the channel count.
         num_image_tokens (`int`): `<image>` placeholders per prompt (= `model.config.num_image_tokens`).
         max_length (`int`): longest token sequence; an over-long report is truncated with a warning.
-        max_image_pixels (`int`): images with more pixels are refused (decompression-bomb guard).
         instruction (`str`), no_finding_answer (`str`): the prompt instruction and the answer with no finding.
         add_bos_token (`bool`): start every sequence with the tokenizer's BOS token (if it has one).
     """
 
     def __init__(
         self,
+        image_processor: MedRGImageProcessor | None = None,
         tokenizer=None,
-        image_size: int = 224,
-        image_mean: list[float] | None = None,
-        image_std: list[float] | None = None,
         num_image_tokens: int = 49,
         max_length: int = 512,
-        max_image_pixels: int = 100_000_000,
         instruction: str = DEFAULT_INSTRUCTION,
         no_finding_answer: str = DEFAULT_NO_FINDING_ANSWER,
         image_token: str = "<image>",
@@ -60,32 +50,31 @@ class MedRGProcessor(ProcessorMixin):
         add_bos_token: bool = True,
         chat_template=None,
     ):
-        self.image_size = int(image_size)
-        self.image_mean = list(image_mean) if image_mean is not None else [0.5, 0.5, 0.5]
-        self.image_std = list(image_std) if image_std is not None else [0.5, 0.5, 0.5]
         self.num_image_tokens = int(num_image_tokens)
         self.max_length = int(max_length)
-        self.max_image_pixels = int(max_image_pixels)
         self.instruction = instruction
         self.no_finding_answer = no_finding_answer
         self.image_token = image_token
         self.box_token = box_token
         self.add_bos_token = bool(add_bos_token)
-        if len(self.image_mean) != len(self.image_std) or not self.image_mean:
-            raise ValueError(
-                f"image_mean and image_std need the same non-zero length, got {self.image_mean} and {self.image_std}"
-            )
-        if any(s <= 0 for s in self.image_std):
-            raise ValueError(f"image_std must be positive, got {self.image_std}")
-        for name in ("image_size", "num_image_tokens", "max_length", "max_image_pixels"):
+        for name in ("num_image_tokens", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MedRGProcessor.{name} must be >= 1, got {getattr(self, name)}")
-        super().__init__(tokenizer, chat_template=chat_template)
+        if tokenizer is None:
+            raise ValueError("MedRGProcessor needs a tokenizer (with <image> and <BOX> special tokens)")
+        if image_processor is None:
+            image_processor = MedRGImageProcessor()
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
         self.image_token_id = self._single_token_id(image_token)
         self.box_token_id = self._single_token_id(box_token)
-        self.tokenizer.padding_side = "left"
+        self.tokenizer.padding_side = "left"  # generation (and the pipeline's batch collate) pad on the left
         if self.tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer needs a pad token")
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input in pixels (held by the image processor)."""
+        return self.image_processor.image_size
 
     def _single_token_id(self, token: str) -> int:
         ids = self.tokenizer.encode(token, add_special_tokens=False)
@@ -97,45 +86,55 @@ class MedRGProcessor(ProcessorMixin):
             )
         return ids[0]
 
-    # ----- images -----
-    def prepare_image(self, image) -> tuple[torch.Tensor, LetterboxGeometry]:
-        """One image -> `(channels, size, size)` model input and its letterbox geometry."""
-        intensity = xray_to_intensity(image, self.max_image_pixels)
-        canvas, geometry = letterbox(intensity, self.image_size)
-        return normalise(canvas, self.image_mean, self.image_std), geometry
-
     # ----- text -----
-    def _encode(self, text: str) -> list[int]:
+    def _encode_text(self, texts: list[str]) -> list[list[int]]:
+        """User text -> ids; literal special tokens (`</s>`, `<pad>`, ...) stay text, `<image>`/`<BOX>` are
+        neutralised first (a report saying "<BOX>" must not become the token, nor the same ids as one)."""
+        clean = [sanitize_text(text, [self.image_token, self.box_token]) for text in texts]
+        return self.tokenizer(clean, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def _encode_template(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def _prompt_ids(self, report: str, answer_length: int, index: int) -> list[int]:
+    def _prompt_ids(
+        self, reports: list[str], answer_lengths: list[int]
+    ) -> tuple[list[list[int]], list[bool]]:
+        """Per sample `[BOS] <image> x N + head + report + tail`, the report truncated to fit `max_length`."""
         head, tail = prompt_pieces(self.instruction)
         start = (
             [self.tokenizer.bos_token_id]
             if self.add_bos_token and self.tokenizer.bos_token_id is not None
             else []
         )
-        fixed_head = start + [self.image_token_id] * self.num_image_tokens + self._encode(head)
-        fixed_tail = self._encode(tail)
-        report_ids = self._encode(sanitize_text(report, [self.image_token, self.box_token]))
-        budget = self.max_length - len(fixed_head) - len(fixed_tail) - answer_length
-        if budget < 1:
-            raise ValueError(
-                f"Sample {index}: max_length={self.max_length} leaves no room for the report after "
-                f"{len(fixed_head) + len(fixed_tail)} prompt tokens and {answer_length} answer tokens"
-            )
-        if len(report_ids) > budget:
-            warnings.warn(
-                f"Sample {index}: the report has {len(report_ids)} tokens, more than the {budget} that fit in "
-                f"max_length={self.max_length}; it is truncated (the instruction and image are kept)",
-                stacklevel=3,
-            )
-            report_ids = report_ids[:budget]
-        return fixed_head + report_ids + fixed_tail
+        fixed_head = start + [self.image_token_id] * self.num_image_tokens + self._encode_template(head)
+        fixed_tail = self._encode_template(tail)
+        prompts, truncated = [], []
+        for index, (report_ids, answer_length) in enumerate(zip(self._encode_text(reports), answer_lengths)):
+            budget = self.max_length - len(fixed_head) - len(fixed_tail) - answer_length
+            if budget < 1:
+                raise ValueError(
+                    f"Sample {index}: max_length={self.max_length} leaves no room for the report after "
+                    f"{len(fixed_head) + len(fixed_tail)} prompt tokens and {answer_length} answer tokens"
+                )
+            truncated.append(len(report_ids) > budget)
+            if truncated[-1]:
+                warnings.warn(
+                    f"Sample {index}: the report has {len(report_ids)} tokens, more than the {budget} that fit in "
+                    f"max_length={self.max_length}; it is truncated (the instruction and image are kept)",
+                    stacklevel=3,
+                )
+                report_ids = report_ids[:budget]
+            prompts.append(fixed_head + report_ids + fixed_tail)
+        return prompts, truncated
 
     def _answer_ids(self, phrases: list[str], index: int) -> list[int]:
+        """`phrase<BOX>; phrase<BOX>.` + EOS: each phrase encoded as text, each `<BOX>` as its one id."""
         phrases = [sanitize_text(p, [self.image_token, self.box_token]) for p in phrases]
-        ids = self._encode(answer_text(phrases, self.box_token, self.no_finding_answer))
+        pieces = answer_text(phrases, self.box_token, self.no_finding_answer).split(self.box_token)
+        encoded = self.tokenizer(pieces, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids = list(encoded[0])
+        for piece in encoded[1:]:
+            ids += [self.box_token_id] + piece
         if ids.count(self.box_token_id) != len(phrases):
             raise ValueError(
                 f"Sample {index}: the answer holds {ids.count(self.box_token_id)} <BOX> tokens for "
@@ -152,9 +151,9 @@ class MedRGProcessor(ProcessorMixin):
             raise ValueError(f"Sample {index}: the report is empty")
         return report
 
-    def _finding_boxes(
-        self, finding, index: int, finding_index: int, geometry: LetterboxGeometry
-    ) -> torch.Tensor:
+    @staticmethod
+    def _finding_boxes(finding, index: int, finding_index: int, geometry: LetterboxGeometry) -> torch.Tensor:
+        """One finding's pixel boxes -> `(n_boxes, 4)` normalised cxcywh in the model frame."""
         where = f"findings[{index}][{finding_index}]"
         if not isinstance(finding, dict) or "phrase" not in finding or "boxes" not in finding:
             raise ValueError(f"{where} must be a dict with 'phrase' and 'boxes', got {finding!r}")
@@ -185,11 +184,17 @@ class MedRGProcessor(ProcessorMixin):
                 )
             out.append(tensor)
         model_xyxy = geometry.image_to_model(torch.stack(out)).clamp(0, 1)
-        return xyxy_to_cxcywh(model_xyxy)
+        return corners_to_center_format(model_xyxy)
 
     # ----- main entry -----
     def __call__(
-        self, images=None, text=None, findings=None, return_tensors: str | None = "pt", **kwargs
+        self,
+        images=None,
+        text=None,
+        findings=None,
+        return_tensors: str | None = "pt",
+        return_report_truncated: bool = False,
+        **kwargs,
     ) -> BatchFeature:
         """
         Args:
@@ -197,10 +202,15 @@ class MedRGProcessor(ProcessorMixin):
             text: the report, or a list of reports (one per image).
             findings: for training, per image a list of `{"phrase": str, "boxes": [[xmin, ymin, xmax, ymax], ...]}`
                 in the image's pixels (the dataset schema); an empty list means "no finding".
+            return_report_truncated: also return `report_truncated`, a `(B,)` bool tensor, True where the report
+                was cut to fit `max_length` (a warning is issued either way). Off by default so that
+                `model(**inputs)` takes every returned key.
 
         Returns:
-            `BatchFeature` with `input_ids`, `attention_mask` (left-padded), `pixel_values`, `image_sizes`
-            (original `(height, width)`), and with findings also `labels`, `target_boxes`, `target_boxes_mask`.
+            `BatchFeature` with `input_ids`, `attention_mask` `(B, L)` (left-padded), `pixel_values` `(B, C, S, S)`,
+            `image_sizes` `(B, 2)` (original height, width), and with findings also `labels` `(B, L)` (-100 on the
+            prompt and padding), `target_boxes` `(B, F, M, 4)` (normalised cxcywh in the model frame) and
+            `target_boxes_mask` `(B, F, M)`.
         """
         if kwargs:
             raise TypeError(f"MedRGProcessor got unexpected arguments: {sorted(kwargs)}")
@@ -213,50 +223,48 @@ class MedRGProcessor(ProcessorMixin):
             raise ValueError(
                 f"Got {len(image_list)} images for {len(reports)} reports; pass one report per image"
             )
+        if not reports:
+            raise ValueError("MedRGProcessor got an empty batch")
         if findings is not None:
             findings_list = [findings] if single else list(findings)
             if len(findings_list) != len(reports):
                 raise ValueError(f"Got {len(findings_list)} findings lists for {len(reports)} reports")
-        pixel_values, sizes, sequences, label_rows, target_rows = [], [], [], [], []
-        for index, (image, report) in enumerate(zip(image_list, reports)):
-            report = self._check_report(report, index)
-            try:
-                pixels, geometry = self.prepare_image(image)
-            except (ValueError, TypeError) as error:
-                raise type(error)(f"Sample {index}: {error}") from None
-            pixel_values.append(pixels)
-            sizes.append([geometry.height, geometry.width])
-            answer = []
-            if findings is not None:
+        for index, report in enumerate(reports):
+            self._check_report(report, index)
+        image_inputs = self.image_processor(image_list, return_tensors="pt")
+        answers: list[list[int]] = [[] for _ in reports]
+        target_rows = []
+        if findings is not None:
+            for index, (height, width) in enumerate(image_inputs["image_sizes"].tolist()):
+                geometry = self.image_processor.letterbox_geometry(height, width)
                 sample_findings = findings_list[index] or []
-                targets = [self._finding_boxes(f, index, j, geometry) for j, f in enumerate(sample_findings)]
-                answer = self._answer_ids([f["phrase"] for f in sample_findings], index)
-                target_rows.append(targets)
-            prompt = self._prompt_ids(report, len(answer), index)
-            sequences.append(prompt + answer)
-            label_rows.append([IGNORE_INDEX] * len(prompt) + answer)
-        data = self._pad(sequences, label_rows if findings is not None else None)
-        data["pixel_values"] = torch.stack(pixel_values)
-        data["image_sizes"] = torch.tensor(sizes, dtype=torch.long)
+                target_rows.append(
+                    [self._finding_boxes(f, index, j, geometry) for j, f in enumerate(sample_findings)]
+                )
+                answers[index] = self._answer_ids([f["phrase"] for f in sample_findings], index)
+        prompts, truncated = self._prompt_ids(reports, [len(a) for a in answers])
+        data = dict(
+            self.tokenizer.pad(
+                {"input_ids": [p + a for p, a in zip(prompts, answers)]},
+                padding=True,
+                padding_side="left",
+                return_attention_mask=True,
+                return_tensors="pt",
+            )
+        )
+        if findings is not None:
+            labels = [
+                torch.tensor([IGNORE_INDEX] * len(p) + a, dtype=torch.long) for p, a in zip(prompts, answers)
+            ]
+            data["labels"] = pad_sequence(
+                labels, batch_first=True, padding_value=IGNORE_INDEX, padding_side="left"
+            )
+        data.update(image_inputs)
         if findings is not None:
             data.update(self._pad_targets(target_rows))
+        if return_report_truncated:
+            data["report_truncated"] = torch.tensor(truncated, dtype=torch.bool)
         return BatchFeature(data=data, tensor_type=return_tensors)
-
-    def _pad(self, sequences: list[list[int]], label_rows: list[list[int]] | None) -> dict:
-        longest = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(sequences), longest), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-        labels = torch.full((len(sequences), longest), IGNORE_INDEX, dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            input_ids[row, longest - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, longest - len(ids) :] = 1
-            if label_rows is not None:
-                labels[row, longest - len(ids) :] = torch.tensor(label_rows[row], dtype=torch.long)
-        data = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if label_rows is not None:
-            data["labels"] = labels
-        return data
 
     @staticmethod
     def _pad_targets(target_rows: list[list[torch.Tensor]]) -> dict:
@@ -271,6 +279,62 @@ class MedRGProcessor(ProcessorMixin):
         return {"target_boxes": boxes, "target_boxes_mask": mask}
 
     # ----- post-processing -----
+    @staticmethod
+    def _grounding_fields(outputs) -> dict:
+        """The fields of a [`MedRGGroundingOutput`] (or a mapping with them), checked to be padded tensors."""
+        names = (
+            "sequences",
+            "prompt_length",
+            "generated_mask",
+            "pred_boxes",
+            "pred_scores",
+            "box_mask",
+            "finished",
+        )
+        fields = {
+            name: outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
+            for name in names
+        }
+        for name in names[2:]:
+            if not torch.is_tensor(fields[name]):
+                raise TypeError(
+                    f"post_process_grounding needs `{name}` as a padded tensor (MedRGGroundingOutput of "
+                    f"generate_grounding), got {type(fields[name]).__name__}"
+                )
+        return fields
+
+    def _phrases(self, ids: torch.Tensor) -> list[str]:
+        """The generated text before each `<BOX>` (one phrase per `<BOX>`)."""
+        phrases, current = [], []
+        for token in ids.tolist():
+            if token == self.box_token_id:
+                phrases.append(self.tokenizer.decode(current, skip_special_tokens=True).strip(PHRASE_STRIP))
+                current = []
+            else:
+                current.append(token)
+        return phrases
+
+    @staticmethod
+    def _select_boxes(
+        pixels: torch.Tensor, scores: torch.Tensor, threshold: float, keep_top_box: bool, nms_iou: float
+    ) -> list[int]:
+        """Indices of the kept boxes of one phrase (`pixels` `(K, 4)` xyxy, `scores` `(K,)`), best first."""
+        from transformers.loss.loss_for_object_detection import box_iou  # on use: that module imports scipy
+
+        iou = box_iou(pixels, pixels)[0].nan_to_num(0.0)
+        above = (scores >= threshold).tolist()
+        has_extent = ((pixels[:, 2] > pixels[:, 0]) & (pixels[:, 3] > pixels[:, 1])).tolist()
+        kept: list[int] = []
+        for k in torch.argsort(scores, descending=True).tolist():
+            if not (above[k] or (keep_top_box and not kept)):
+                continue
+            if kept and bool((iou[k, kept] > nms_iou).any()):
+                continue
+            if not has_extent[k]:
+                continue  # a box entirely in the letterbox padding has no extent in the image
+            kept.append(k)
+        return kept
+
     def post_process_grounding(
         self,
         outputs,
@@ -278,77 +342,60 @@ class MedRGProcessor(ProcessorMixin):
         threshold: float = 0.0,
         keep_top_box: bool = True,
         nms_iou: float = 0.5,
-    ) -> list[list[dict]]:
-        """Generated groundings -> per image a list of `{"label", "score", "box": {xmin, ymin, xmax, ymax}}`.
+    ) -> list[dict]:
+        """Generated groundings -> per image `{"scores", "labels", "boxes", "finished"}`.
 
         Args:
-            outputs: [`MedRGGroundingOutput`] (or a mapping with `sequences`, `prompt_length`, `generated_mask`,
-                `pred_boxes`, `pred_scores`).
-            target_sizes: per image its original `(height, width)` (e.g. `inputs["image_sizes"]`).
+            outputs: [`MedRGGroundingOutput`] of `generate_grounding` (or a mapping with its fields).
+            target_sizes: `(B, 2)` original `(height, width)` per image (e.g. `inputs["image_sizes"]`).
             threshold: boxes with a lower confidence are dropped, except each phrase's best box when
                 `keep_top_box` (the LM said the finding is there, so it always gets its most likely box).
             nms_iou: a further box of the same phrase is dropped when it overlaps a kept one by more than this.
 
-        Each phrase is the generated text before its `<BOX>`; records are ordered by phrase, then by score.
+        Returns:
+            per image a dict: `scores` float `(n,)`, `labels` `list[str]` (the phrase of each kept box), `boxes`
+            float `(n, 4)` xyxy in the pixels of that image, `finished` (False when the answer was cut off by
+            `max_new_tokens`: then an empty or short result does not mean "no finding"). Each phrase is the
+            generated text before its `<BOX>`; boxes with no extent inside the image are dropped; ordered by
+            phrase, then by score.
         """
-        get = outputs.get if isinstance(outputs, dict) else lambda key: getattr(outputs, key)
-        sequences, prompt_length = get("sequences"), int(get("prompt_length"))
-        generated_mask, pred_boxes, pred_scores = get("generated_mask"), get("pred_boxes"), get("pred_scores")
-        if torch.is_tensor(target_sizes):
-            target_sizes = target_sizes.tolist()
-        if len(target_sizes) != sequences.shape[0]:
-            raise ValueError(f"Got {len(target_sizes)} target sizes for {sequences.shape[0]} generations")
+        fields = self._grounding_fields(outputs)
+        generated = fields["sequences"][:, int(fields["prompt_length"] or 0) :]
+        generated_mask = fields["generated_mask"].bool()
+        sizes = torch.as_tensor(target_sizes).reshape(-1, 2).tolist()
+        if len(sizes) != generated.shape[0]:
+            raise ValueError(f"Got {len(sizes)} target sizes for {generated.shape[0]} generations")
+        # (B, N, K, 4) normalised xyxy in the model frame, all samples and boxes at once
+        corners = center_to_corners_format(fields["pred_boxes"].float().cpu().clamp(0, 1))
+        scores = fields["pred_scores"].float().cpu()
+        box_mask = fields["box_mask"].cpu()
         results = []
-        for sample, (height, width) in enumerate(target_sizes):
-            geometry = LetterboxGeometry.compute(int(height), int(width), self.image_size)
-            ids = sequences[sample, prompt_length:]
-            if generated_mask is not None:
-                ids = ids[generated_mask[sample].bool()]
-            phrases, current = [], []
-            for token in ids.tolist():
-                if token == self.box_token_id:
-                    phrases.append(
-                        self.tokenizer.decode(current, skip_special_tokens=True).strip(PHRASE_STRIP)
-                    )
-                    current = []
-                else:
-                    current.append(token)
-            boxes, scores = pred_boxes[sample], pred_scores[sample]
-            if boxes.shape[0] != len(phrases):
+        for sample, (height, width) in enumerate(sizes):
+            geometry = self.image_processor.letterbox_geometry(height, width)
+            phrases = self._phrases(generated[sample][generated_mask[sample]])
+            slots = box_mask[sample].nonzero().flatten().tolist()
+            if len(slots) != len(phrases):
                 raise ValueError(
-                    f"Sample {sample}: {len(phrases)} generated <BOX> tokens but {boxes.shape[0]} predicted box sets"
+                    f"Sample {sample}: {len(phrases)} generated <BOX> tokens but {len(slots)} predicted box sets"
                 )
-            records = []
-            for phrase, phrase_boxes, phrase_scores in zip(phrases, boxes, scores):
-                pixels = geometry.model_to_image(cxcywh_to_xyxy(phrase_boxes.float().clamp(0, 1)))
-                kept: list[int] = []
-                for k in torch.argsort(phrase_scores, descending=True).tolist():
-                    score = float(phrase_scores[k])
-                    if not (score >= threshold or (keep_top_box and not kept)):
-                        continue
-                    if any(_iou(pixels[k], pixels[j]) > nms_iou for j in kept):
-                        continue
-                    if float(pixels[k, 2] - pixels[k, 0]) <= 0 or float(pixels[k, 3] - pixels[k, 1]) <= 0:
-                        continue  # a box entirely in the letterbox padding has no extent in the image
-                    kept.append(k)
-                    x0, y0, x1, y1 = (float(v) for v in pixels[k])
-                    records.append(
-                        {
-                            "label": phrase,
-                            "score": score,
-                            "box": {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1},
-                        }
-                    )
-            results.append(records)
+            pixels = geometry.model_to_image(corners[sample])  # (N, K, 4)
+            kept_scores, labels, kept_boxes = [], [], []
+            for phrase, slot in zip(phrases, slots):
+                kept = self._select_boxes(
+                    pixels[slot], scores[sample, slot], threshold, keep_top_box, nms_iou
+                )
+                kept_scores.append(scores[sample, slot, kept])
+                kept_boxes.append(pixels[slot, kept])
+                labels += [phrase] * len(kept)
+            results.append(
+                {
+                    "scores": torch.cat(kept_scores) if kept_scores else torch.zeros(0),
+                    "labels": labels,
+                    "boxes": torch.cat(kept_boxes) if kept_boxes else torch.zeros(0, 4),
+                    "finished": bool(fields["finished"][sample]),
+                }
+            )
         return results
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    inter_w = max(0.0, float(torch.min(a[2], b[2]) - torch.max(a[0], b[0])))
-    inter_h = max(0.0, float(torch.min(a[3], b[3]) - torch.max(a[1], b[1])))
-    inter = inter_w * inter_h
-    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
-    return inter / union if union > 0 else 0.0
-
-
-__all__ = ["MedRGProcessor"]
+__all__ = ["IGNORE_INDEX", "MedRGProcessor"]

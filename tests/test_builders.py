@@ -23,6 +23,11 @@ def test_tiny_build_is_deterministic_and_offline():
     assert not all(torch.equal(state_a[k], state_c[k]) for k in state_a)
     assert sum(p.numel() for p in model_a.parameters()) < 1_000_000
     assert processor_a.num_image_tokens == model_a.config.num_image_tokens == 64
+    assert processor_a.image_processor.image_size == 64  # the tiny default input size
+    assert (processor_a.image_processor.image_mean, processor_a.image_processor.image_std) == (
+        [0.5] * 3,
+        [0.5] * 3,
+    )
 
 
 def _vision_folder(path: Path) -> str:
@@ -78,6 +83,8 @@ def test_from_backbones_with_tiny_saved_folders(tmp_path):
     )
     assert model.get_input_embeddings().weight.shape[0] == len(processor.tokenizer)
     assert model.config.num_image_tokens == processor.num_image_tokens == 36  # 96 px, stride 8, pooled by 2
+    assert type(processor.image_processor).__name__ == "MedRGImageProcessor"
+    assert processor.image_processor.image_size == processor.image_size == 96
     assert (model.config.num_box_queries, model.config.image_token_pooling) == (2, 2)
     batch = processor(
         images=[xray_like()],

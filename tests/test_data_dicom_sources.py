@@ -11,7 +11,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 
 from medrg.processing.data import DataFormatError, load_grounding_dataset  # noqa: E402
-from medrg.processing.data.common import anonymise_id  # noqa: E402
+from medrg.processing.data.common import keyed_id  # noqa: E402
 from medrg.processing.data.dicom import dicom_to_uint8, read_dicom_image  # noqa: E402
 
 SECRET = ("Doe^Jane", "SECRET-PID-123", "19990101", "St Elsewhere")
@@ -78,6 +78,26 @@ def test_real_chest_dicom():
     assert img[raw == raw.min()].mean() > img[raw == raw.max()].mean()
 
 
+def test_one_dicom_reader_for_datasets_and_pipeline(tmp_path):
+    from medrg.processing.image_processing_medrg import load_image
+
+    write_dicom(
+        tmp_path / "w.dcm",
+        gradient(),
+        photometric="MONOCHROME1",
+        slope=0.5,
+        intercept=0.0,
+        window=(1000, 2000),
+    )
+    (tmp_path / "IM0001").write_bytes((tmp_path / "w.dcm").read_bytes())  # no suffix: found by its DICM magic
+    dataset_pixels = read_dicom_image(tmp_path / "w.dcm", where="rows.csv, row 2")
+    np.testing.assert_array_equal(load_image(tmp_path / "w.dcm"), dataset_pixels)
+    np.testing.assert_array_equal(load_image(tmp_path / "IM0001"), dataset_pixels)
+    (tmp_path / "broken.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\x01" * 10)
+    with pytest.raises(DataFormatError, match=r"rows.csv, row 2: DICOM file .*broken.dcm is unreadable"):
+        read_dicom_image(tmp_path / "broken.dcm", where="rows.csv, row 2")
+
+
 # ---------------------------------------------------------------- RSNA
 
 RSNA_COLS = ["patientId", "x", "y", "width", "height", "Target"]
@@ -102,11 +122,15 @@ RSNA_ROWS = [
 ]
 
 
+ID_SECRET = b"test-secret"
+
+
 def rsna(root, tmp_path):
     return load_grounding_dataset(
         "rsna-pneumonia",
         str(root),
         split_fractions={"train": 0.5, "test": 0.5},
+        id_secret=ID_SECRET,
         cache_dir=str(tmp_path / "c"),
         progress=False,
     )
@@ -117,9 +141,17 @@ def test_rsna_builds_without_phi(tmp_path):
     rows = [r for ds in dd.values() for r in ds]
     assert len(rows) == 3
     by_id = {r["image_id"]: r for r in rows}
-    a = by_id[anonymise_id("rsna-image:aaa-1", prefix="img_")]
+    a = by_id[keyed_id("rsna-image:aaa-1", ID_SECRET, prefix="img_")]
     assert len(a["findings"]) == 2 and {("right" in f["phrase"]) for f in a["findings"]} == {True, False}
-    assert by_id[anonymise_id("rsna-image:bbb-2", prefix="img_")]["findings"] == []
+    assert by_id[keyed_id("rsna-image:bbb-2", ID_SECRET, prefix="img_")]["findings"] == []
+    # ids are keyed: another secret gives other image and patient ids for the same patients
+    other = load_grounding_dataset(
+        "rsna-pneumonia", str(tmp_path / "r"), split_fractions={"train": 0.5, "test": 0.5},
+        id_secret=b"another-secret", cache_dir=str(tmp_path / "c"), progress=False,
+    )  # fmt: skip
+    other_rows = [r for ds in other.values() for r in ds]
+    assert not {r["image_id"] for r in other_rows} & set(by_id)
+    assert not {r["patient_id"] for r in other_rows} & {r["patient_id"] for r in rows}
     text = repr([{k: v for k, v in r.items() if k != "image"} for r in rows])
     for secret in (*SECRET, "aaa-1", "bbb-2", "ccc-3"):
         assert secret not in text

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import xray_like
+from conftest import REPO_ROOT, xray_like
 from PIL import Image
 from transformers import pipeline
 
@@ -95,3 +96,45 @@ def test_bad_input_is_a_clear_error(pipe, tmp_path, call, message):
 def test_non_string_report_is_a_type_error(pipe):
     with pytest.raises(TypeError, match="report must be a string"):
         pipe(xray_like(), report=123)
+
+
+@pytest.fixture(scope="module")
+def default_pipe():
+    import medrg  # noqa: F401  (registers the task and its embedded default model)
+
+    return pipeline("report-grounding")
+
+
+EXAMPLE = REPO_ROOT / "docs" / "example_cxr.png"
+EXAMPLE_REPORT = (REPO_ROOT / "docs" / "example_report.txt").read_text()
+
+
+def test_no_model_means_the_embedded_default_model(default_pipe):
+    from medrg.defaults import DEFAULT_MODEL_DIR
+
+    assert Path(default_pipe.model.name_or_path) == DEFAULT_MODEL_DIR
+    assert type(default_pipe.processor).__name__ == "MedRGProcessor"
+    assert default_pipe.image_processor is default_pipe.processor.image_processor
+
+
+def test_return_status_tells_cut_off_from_finished(default_pipe, caplog):
+    done = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, return_status=True)
+    assert set(done) == {"findings", "finished", "report_truncated"}
+    assert done["finished"] is True and done["report_truncated"] is False and done["findings"]
+    assert done["findings"] == default_pipe(
+        EXAMPLE, report=EXAMPLE_REPORT
+    )  # same records as the default output
+    cut = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, max_new_tokens=3, return_status=True)
+    assert cut["finished"] is False and cut["findings"] == []
+    with caplog.at_level("WARNING", logger="medrg.processing.pipeline_medrg"):
+        assert default_pipe(EXAMPLE, report=EXAMPLE_REPORT, max_new_tokens=3) == []
+    assert "max_new_tokens=3" in caplog.text
+
+
+def test_return_status_reports_truncation_per_input(default_pipe):
+    long_report = "Patchy consolidation in the right lower lobe. " * 200
+    with pytest.warns(UserWarning, match="truncated"):
+        statuses = default_pipe(
+            [EXAMPLE, EXAMPLE], report=[long_report, EXAMPLE_REPORT], batch_size=2, return_status=True
+        )
+    assert [s["report_truncated"] for s in statuses] == [True, False]

@@ -1,19 +1,22 @@
-"""MedRGProcessor: one-id <BOX>, X-ray image processing, templates, labels, targets, post-processing."""
+"""MedRGProcessor and MedRGImageProcessor: one-id <BOX>, X-ray image processing, templates, labels, targets,
+save/load, post-processing of padded generation outputs."""
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 import torch
-from conftest import xray_like
-from medrg.modeling_medrg.medrg_box_ops import box_cxcywh_to_xyxy
-from medrg.processing.image_processing_medrg import LetterboxGeometry, cxcywh_to_xyxy
+from conftest import REPO_ROOT, xray_like
+from medrg.processing.image_processing_medrg import LetterboxGeometry
 from medrg.processing.prompting_medrg import ANSWER_PREFIX
 from PIL import Image
+from transformers import AutoImageProcessor, AutoProcessor
+from transformers.image_transforms import center_to_corners_format
 
-from medrg import MedRGProcessor
+from medrg import MedRGImageProcessor, MedRGProcessor
 
 CONTEXTS = [
     "<BOX>",
@@ -53,6 +56,50 @@ def test_box_token_survives_save_and_load(tiny, tmp_path):
     )
 
 
+def test_image_processor_config_round_trips_and_auto_classes_find_it(tmp_path):
+    from medrg.tokenizer import train_tiny_tokenizer
+
+    image_processor = MedRGImageProcessor(
+        image_size=48, image_mean=[0.4, 0.5], image_std=[0.2, 0.25], max_image_pixels=12345
+    )
+    processor = MedRGProcessor(image_processor, train_tiny_tokenizer(), num_image_tokens=9, max_length=99)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["image_processor"]["image_processor_type"] == "MedRGImageProcessor"
+    assert (saved["num_image_tokens"], saved["max_length"]) == (9, 99)
+    for loaded in (
+        MedRGProcessor.from_pretrained(tmp_path).image_processor,
+        AutoProcessor.from_pretrained(tmp_path).image_processor,
+        AutoImageProcessor.from_pretrained(tmp_path),
+        MedRGImageProcessor.from_pretrained(tmp_path),
+    ):
+        assert type(loaded) is MedRGImageProcessor
+        assert (loaded.image_size, loaded.image_mean, loaded.image_std, loaded.max_image_pixels) == (
+            48,
+            [0.4, 0.5],
+            [0.2, 0.25],
+            12345,
+        )
+    out = MedRGImageProcessor.from_pretrained(tmp_path)([xray_like(30, 60), xray_like(50, 20)])
+    assert out["pixel_values"].shape == (2, 2, 48, 48)
+    assert out["image_sizes"].tolist() == [[30, 60], [50, 20]]
+    assert MedRGImageProcessor.model_input_names == ["pixel_values"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_mean": [0.5], "image_std": [0.5, 0.5]}, "same non-zero length"),
+        ({"image_std": [0.5, 0.0, 0.5]}, "image_std must be positive"),
+        ({"image_size": 0}, "image_size must be >= 1"),
+        ({"max_image_pixels": 0}, "max_image_pixels must be >= 1"),
+    ],
+)
+def test_bad_image_processor_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MedRGImageProcessor(**kwargs)
+
+
 def test_tokenizer_without_box_token_is_rejected(tiny):
     from medrg.tokenizer import train_tiny_tokenizer
 
@@ -89,7 +136,7 @@ def _sixteen_bit(height=50, width=70):
 )
 def test_any_image_becomes_normalised_square(tiny, image):
     _, processor = tiny
-    pixels, geometry = processor.prepare_image(image)
+    pixels, geometry = processor.image_processor.prepare_image(image)
     assert pixels.shape == (3, processor.image_size, processor.image_size)
     assert torch.isfinite(pixels).all()
     assert pixels.min() >= -1.0 - 1e-6 and pixels.max() <= 1.0 + 1e-6
@@ -98,7 +145,7 @@ def test_any_image_becomes_normalised_square(tiny, image):
 
 def test_sixteen_bit_keeps_its_contrast(tiny):
     _, processor = tiny
-    pixels, _ = processor.prepare_image(_sixteen_bit(64, 64))
+    pixels, _ = processor.image_processor.prepare_image(_sixteen_bit(64, 64))
     # windowed to its own range: the ramp spans the whole [-1, 1] output, not a sliver of it
     assert pixels.max() - pixels.min() > 1.8
 
@@ -120,9 +167,14 @@ def test_letterbox_keeps_aspect_ratio_and_maps_boxes_back():
     assert clipped[0, 0] == 0 and clipped[0, 2] == 0
 
 
-def test_box_conversion_copies_agree():
-    boxes = torch.rand(100, 4)
-    assert torch.equal(cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(boxes))
+def test_targets_are_normalised_cxcywh_of_the_model_frame(tiny):
+    _, processor = tiny  # 64 px: a 100 x 200 image is scaled by 0.32 and padded 16 px at the top
+    batch = processor(
+        images=np.zeros((100, 200), np.uint8),
+        text="Nodule.",
+        findings=[{"phrase": "nodule", "boxes": [[50, 25, 150, 75]]}],
+    )
+    assert torch.allclose(batch["target_boxes"][0, 0, 0], torch.tensor([0.5, 0.5, 0.5, 0.25]), atol=1e-6)
 
 
 def test_training_inputs_mask_the_prompt_and_place_targets(tiny):
@@ -163,7 +215,7 @@ def test_training_inputs_mask_the_prompt_and_place_targets(tiny):
     ]
     geometry = LetterboxGeometry.compute(96, 80, processor.image_size)
     expected = geometry.image_to_model(torch.tensor([10.0, 12, 24, 26]))
-    assert torch.allclose(cxcywh_to_xyxy(batch["target_boxes"][0, 0, 0]), expected, atol=1e-6)
+    assert torch.allclose(center_to_corners_format(batch["target_boxes"][0, 0, 0]), expected, atol=1e-6)
     assert batch["image_sizes"].tolist() == [[96, 80], [96, 80]]
 
 
@@ -229,7 +281,164 @@ def test_bad_input_names_the_problem(tiny, kwargs, error, message):
 def test_decompression_bomb_guard(tiny):
     _, processor = tiny
     small_limit = MedRGProcessor(
-        tokenizer=processor.tokenizer, image_size=64, num_image_tokens=64, max_image_pixels=1000
+        MedRGImageProcessor(image_size=64, max_image_pixels=1000), processor.tokenizer, num_image_tokens=64
     )
     with pytest.raises(ValueError, match="over the limit of 1000 pixels"):
         small_limit(images=Image.fromarray(xray_like(40, 40)), text="Normal.")
+
+
+def test_truncation_is_reported_per_sample_only_when_asked(tiny):
+    _, processor = tiny
+    reports = ["Nodule in the right upper lobe.", "Patchy consolidation in the right lower lobe. " * 200]
+    with pytest.warns(UserWarning, match="Sample 1: the report has"):
+        batch = processor(images=[xray_like(), xray_like()], text=reports, return_report_truncated=True)
+    assert batch["report_truncated"].tolist() == [False, True]
+    plain = processor(images=xray_like(), text=reports[0])
+    assert "report_truncated" not in plain
+
+
+def test_literal_text_special_tokens_in_a_report_stay_text(tiny):
+    _, processor = tiny
+    tokenizer = processor.tokenizer
+    report = "Report quoting </s> and <pad> and <unk> and <s> and <|endoftext|> literally."
+    ids = processor(images=xray_like(), text=report)["input_ids"][0].tolist()
+    special = {tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
+    assert not special & set(ids)  # no padding in a batch of one, no EOS/UNK in a prompt
+    assert ids.count(tokenizer.bos_token_id) == 1  # only the sequence start
+    assert "</s> and <pad> and <unk> and <s> and <|endoftext|>" in tokenizer.decode(ids)
+
+
+def test_answer_phrases_are_text_and_each_box_one_id(tiny):
+    _, processor = tiny
+    batch = processor(
+        images=xray_like(),
+        text="Odd report.",
+        findings=[{"phrase": "mass </s> near <BOX> hilum", "boxes": [[1, 1, 9, 9]]}],
+    )
+    labels = batch["labels"][0][batch["labels"][0] != -100].tolist()
+    assert labels.count(processor.box_token_id) == 1 and labels.count(processor.tokenizer.eos_token_id) == 1
+    assert labels[-1] == processor.tokenizer.eos_token_id
+    assert "mass </s> near < BOX > hilum<BOX>." in processor.tokenizer.decode(labels)
+
+
+# ----- post-processing of padded generation outputs (contract A -> B) -----
+def _ids(processor, text):
+    return processor.tokenizer.encode(text, add_special_tokens=False)
+
+
+def _generation(processor):
+    """Three samples: two phrases; "No finding."; one phrase cut off before EOS (hand-made, padded like
+    `generate_grounding`: N = 2 box slots, K = 3 boxes per slot)."""
+    box, eos, pad = processor.box_token_id, processor.tokenizer.eos_token_id, processor.tokenizer.pad_token_id
+    rows = [
+        _ids(processor, " nodule")
+        + [box]
+        + _ids(processor, "; effusion")
+        + [box]
+        + _ids(processor, ".")
+        + [eos],
+        _ids(processor, " No finding.") + [eos],
+        _ids(processor, " mass") + [box] + _ids(processor, "; consol"),
+    ]
+    width = max(len(r) for r in rows)
+    generated = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    prompt = torch.full((3, 2), 7)
+    a = [0.5, 0.5, 0.5, 0.25]  # -> pixels [50, 25, 150, 75] of a 100 x 200 image at 64 px
+    near_a = [0.51, 0.5, 0.5, 0.25]
+    apart = [0.1, 0.5, 0.1, 0.1]
+    in_padding = [0.5, 0.1, 0.2, 0.1]  # y in [0.05, 0.15] of the frame: inside the 16 px top padding
+    boxes = torch.zeros(3, 2, 3, 4)
+    scores = torch.zeros(3, 2, 3)
+    boxes[0, 0] = torch.tensor([a, near_a, apart])
+    scores[0, 0] = torch.tensor([0.9, 0.8, 0.3])
+    boxes[0, 1] = torch.tensor([in_padding, a, apart])
+    scores[0, 1] = torch.tensor([0.4, 0.2, 0.1])
+    boxes[2, 0] = torch.tensor([a, apart, near_a])
+    scores[2, 0] = torch.tensor([0.7, 0.6, 0.5])
+    box_mask = torch.tensor([[True, True], [False, False], [True, False]])
+    return {
+        "sequences": torch.cat([prompt, generated], dim=1),
+        "prompt_length": 2,
+        "generated_mask": mask,
+        "pred_boxes": boxes,
+        "pred_scores": scores,
+        "box_mask": box_mask,
+        "box_token_positions": torch.tensor([[3, 6], [-1, -1], [3, -1]]),
+        "finished": torch.tensor([True, True, False]),
+    }
+
+
+SIZES = torch.tensor([[100, 200], [100, 200], [100, 200]])
+
+
+def test_post_process_threshold_keep_top_box_nms_and_padding(tiny):
+    _, processor = tiny
+    results = processor.post_process_grounding(_generation(processor), SIZES, threshold=0.5)
+    first, empty, cut = results
+    assert first["labels"] == ["nodule", "effusion"]
+    # nodule: 0.9 kept, 0.8 suppressed by NMS, 0.3 under the threshold; effusion: its best box (0.4) lies in the
+    # letterbox padding (no extent in the image), so its best box WITH extent (0.2) is kept below the threshold
+    assert torch.allclose(first["scores"], torch.tensor([0.9, 0.2]))
+    assert torch.allclose(first["boxes"], torch.tensor([[50.0, 25, 150, 75], [50.0, 25, 150, 75]]), atol=1e-4)
+    assert first["finished"] is True
+    assert empty["labels"] == [] and empty["boxes"].shape == (0, 4) and empty["finished"] is True
+    assert cut["labels"] == ["mass", "mass"] and cut["finished"] is False
+    assert torch.allclose(cut["scores"], torch.tensor([0.7, 0.6]))
+
+
+def test_post_process_without_keep_top_box_and_with_threshold_zero(tiny):
+    _, processor = tiny
+    strict = processor.post_process_grounding(
+        _generation(processor), SIZES, threshold=0.5, keep_top_box=False
+    )
+    assert strict[0]["labels"] == ["nodule"] and strict[2]["labels"] == ["mass", "mass"]
+    loose = processor.post_process_grounding(_generation(processor), SIZES, threshold=0.0)
+    assert loose[0]["labels"] == ["nodule", "nodule", "effusion", "effusion"]
+    assert torch.allclose(loose[0]["scores"], torch.tensor([0.9, 0.3, 0.2, 0.1]))
+    # no NMS: the overlapping 0.8 box comes back
+    everything = processor.post_process_grounding(_generation(processor), SIZES, nms_iou=1.0)
+    assert torch.allclose(everything[0]["scores"][:3], torch.tensor([0.9, 0.8, 0.3]))
+
+
+def test_post_process_errors_name_the_problem(tiny):
+    _, processor = tiny
+    generation = _generation(processor)
+    with pytest.raises(ValueError, match="Got 2 target sizes for 3 generations"):
+        processor.post_process_grounding(generation, SIZES[:2])
+    generation["box_mask"] = torch.tensor([[True, False], [False, False], [True, False]])
+    with pytest.raises(ValueError, match="Sample 0: 2 generated <BOX> tokens but 1 predicted box sets"):
+        processor.post_process_grounding(generation, SIZES)
+    ragged = {**_generation(processor), "pred_boxes": [torch.zeros(2, 3, 4), torch.zeros(0, 3, 4)]}
+    with pytest.raises(TypeError, match="needs `pred_boxes` as a padded tensor"):
+        processor.post_process_grounding(ragged, SIZES)
+
+
+def test_embedded_default_model_inputs_are_those_it_was_trained_with():
+    """Golden values of the example inputs, measured with the processor the default model was trained with
+    (before the MedRGImageProcessor split); token ids exact, pixels to float32 rounding."""
+    import hashlib
+
+    from medrg.defaults import DEFAULT_MODEL_DIR
+
+    image = Image.open(REPO_ROOT / "docs" / "example_cxr.png")
+    report = (REPO_ROOT / "docs" / "example_report.txt").read_text()
+    for processor in (
+        MedRGProcessor.from_pretrained(DEFAULT_MODEL_DIR),
+        AutoProcessor.from_pretrained(DEFAULT_MODEL_DIR),
+    ):
+        inputs = processor(images=image, text=report)
+        assert set(inputs) == {"input_ids", "attention_mask", "pixel_values", "image_sizes"}
+        assert hashlib.sha256(inputs["input_ids"].numpy().tobytes()).hexdigest() == (
+            "eee741f67c36384a746d0da8fb3f70c4bee7d0a6d2f288c5b731df5ab6514119"
+        )
+        assert inputs["attention_mask"].tolist() == [[1] * 180]
+        assert inputs["image_sizes"].tolist() == [[256, 256]]
+        pixels = inputs["pixel_values"].double()
+        assert pixels.shape == (1, 3, 128, 128)
+        assert float(pixels.sum()) == pytest.approx(-5498.2057287, abs=1e-2)
+        assert float(pixels.abs().sum()) == pytest.approx(18718.6717109, abs=1e-2)
+        expected_row = [0.30318641662597656, 0.34142160415649414, 0.31421566009521484, 0.2866421937942505]
+        assert torch.allclose(
+            pixels[0, 0, 64, 60:64], torch.tensor(expected_row, dtype=torch.double), atol=1e-6
+        )

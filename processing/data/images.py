@@ -1,4 +1,5 @@
-"""Reading images for dataset rows: any PNG/JPEG (8/16-bit, RGBA, palette) or DICOM -> 8-bit grayscale PNG bytes.
+"""Reading images for dataset rows: any PNG/JPEG (8/16-bit, RGBA, palette) or DICOM (by suffix or by its "DICM"
+magic) -> 8-bit grayscale PNG bytes.
 
 Rows store PNG bytes (not paths) so a parquet export is self-contained.
 """
@@ -12,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..image_processing_medrg import DICOM_SUFFIXES, is_dicom_file, xray_to_intensity
 from .common import DataFormatError
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
+__all__ = ["DICOM_SUFFIXES", "image_size_of_file", "load_image_gray8", "png_bytes_of_file", "to_png_bytes"]
 
 
 def to_png_bytes(image: Image.Image | np.ndarray) -> bytes:
@@ -29,11 +31,13 @@ def to_png_bytes(image: Image.Image | np.ndarray) -> bytes:
 
 
 def _to_gray8(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        return Image.fromarray(((arr - lo) * scale).round().clip(0, 255).astype(np.uint8), mode="L")
+    """Any PIL image -> 8-bit grayscale. Deeper data goes through the processor's own intensity rule
+    (`xray_to_intensity`), so a 16-bit copy (x * 257) of an 8-bit image gives that 8-bit image back and
+    detector data (10-16 bits used) is windowed to its range, exactly as the model input would be."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img)
+        intensity = xray_to_intensity(arr, max_pixels=max(1, arr.size)).numpy()
+        return Image.fromarray((intensity * 255.0).round().clip(0, 255).astype(np.uint8), mode="L")
     if img.mode == "L":
         return img
     if img.mode in ("RGBA", "LA", "P", "PA"):
@@ -51,7 +55,7 @@ def load_image_gray8(path: str | os.PathLike, where: str = "") -> Image.Image:
     ctx = f"{where}: " if where else ""
     if not path.is_file():
         raise DataFormatError(f"{ctx}image file {path} not found")
-    if path.suffix.lower() in DICOM_SUFFIXES:
+    if is_dicom_file(path):  # by suffix or by the "DICM" magic at byte 128
         from .dicom import read_dicom_image
 
         return Image.fromarray(read_dicom_image(path, where=where), mode="L")
@@ -75,7 +79,7 @@ def image_size_of_file(path: str | os.PathLike, where: str = "") -> tuple[int, i
     ctx = f"{where}: " if where else ""
     if not path.is_file():
         raise DataFormatError(f"{ctx}image file {path} not found")
-    if path.suffix.lower() in DICOM_SUFFIXES:
+    if is_dicom_file(path):
         from .dicom import dicom_size
 
         return dicom_size(path, where)
