@@ -55,6 +55,7 @@ def measure(name: str, model: dict, batch: int, steps: int, threads: int, out: P
         "training": {
             "output_dir": str(out),
             "max_steps": steps,
+            "save_strategy": "no",
             "per_device_train_batch_size": batch,
             "learning_rate": 1e-3,
             "logging_steps": steps,

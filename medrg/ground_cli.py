@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medrg.default_model import DEFAULT_MODEL_DIR
+from medrg.defaults import DEFAULT_MODEL_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ class ModelLoadError(ValueError):
 
 def _resolve_folder(path_or_name: str | os.PathLike | None) -> Path:
     if path_or_name is None or str(path_or_name) == DEFAULT_NAME:
-        from medrg.default_model import DEFAULT_MODEL_DIR
+        from medrg.defaults import DEFAULT_MODEL_DIR
 
         return DEFAULT_MODEL_DIR
     folder = Path(path_or_name).expanduser()

@@ -88,6 +88,7 @@ def tiny_train_config(output_dir, train_examples: int = 32, validation_examples:
             "per_device_train_batch_size": 4,
             "learning_rate": 3e-3,
             "logging_steps": 2,
+            "save_strategy": "no",
             "use_cpu": True,
             "torch_threads": 1,
             "seed": 0,

@@ -38,7 +38,7 @@ def __getattr__(name: str):
 
 def default_model_path() -> str:
     """Folder of the embedded default MedRG (`medrg/default_model/`)."""
-    from medrg.default_model import DEFAULT_MODEL_DIR
+    from medrg.defaults import DEFAULT_MODEL_DIR
 
     return str(DEFAULT_MODEL_DIR)
 
