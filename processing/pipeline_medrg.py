@@ -2,42 +2,164 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
+import math
+import os
+import warnings
+from collections.abc import Mapping
 
 import torch
+from torch.utils.data import Dataset
 from transformers import Pipeline
+from transformers.image_utils import load_image as load_url_image
 
 from .image_processing_medrg import load_image
 
 logger = logging.getLogger(__name__)
+
+TASK = "report-grounding"
+# The one default confidence threshold of `pipeline("report-grounding")` and `medrg ground`. It is the default of
+# transformers' zero-shot-object-detection pipeline (the Hub task closest to report grounding): with one box per
+# phrase (`top_k=1`) it drops only hypotheses the model itself rates as unlikely. Evaluation passes 0.0.
+DEFAULT_THRESHOLD = 0.1
+DEFAULT_TOP_K = 1  # boxes per finding phrase
+DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_URL_TIMEOUT_S = 30.0  # seconds to fetch an http(s) image
+# the `custom_pipelines` entry of a saved folder's config.json (what `Pipeline.save_pretrained` writes for a
+# registered task, without the local default model)
+CUSTOM_PIPELINE_ENTRY = {
+    "impl": "pipeline_medrg.ReportGroundingPipeline",
+    "pt": ["AutoModel"],
+    "type": "multimodal",
+}
+_OPTIONS = ("report", "threshold", "top_k", "max_new_tokens", "keep_top_box", "return_status", "timeout")
+_CALL_OPTIONS = ("batch_size", "num_workers")
+_UNSET = object()  # `top_k=None` is a value (every box), so "not passed" needs its own marker
+
+
+class _Item:
+    """One input of a call, with its 0-based position (warnings name the input by it, never by a path)."""
+
+    __slots__ = ("image", "index", "report")
+
+    def __init__(self, index: int, image, report):
+        self.index, self.image, self.report = index, image, report
+
+
+def _item(index: int, value, report=None) -> _Item:
+    if isinstance(value, _Item):
+        return value
+    if isinstance(value, Mapping):
+        if "image" not in value or "report" not in value:
+            raise ValueError(
+                f"Input {index}: an input dict (or dataset row) needs 'image' and 'report' keys, got {sorted(value)}"
+            )
+        if report is not None:
+            raise ValueError(
+                f"Input {index}: give the report either in the input dict or as report=, not both"
+            )
+        return _Item(index, value["image"], value["report"])
+    return _Item(index, value, report)
+
+
+class _RowDataset(Dataset):
+    """A map-style dataset (`datasets.Dataset`, `KeyDataset`, any torch `Dataset`) as pipeline inputs."""
+
+    def __init__(self, rows, reports=None):
+        if reports is not None and (isinstance(reports, str) or len(reports) != len(rows)):
+            raise ValueError(f"With a dataset of {len(rows)} inputs pass a list of {len(rows)} reports")
+        self.rows, self.reports = rows, reports
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> _Item:
+        return _item(index, self.rows[index], None if self.reports is None else self.reports[index])
+
+
+def _is_hf_dataset(inputs) -> bool:
+    """A `datasets.Dataset` / `IterableDataset` (recognised by its columns; hub code does not import datasets)."""
+    return hasattr(inputs, "column_names") and hasattr(inputs, "features") and not isinstance(inputs, Mapping)
+
+
+def _check_threshold(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"threshold must be a number in [0, 1], got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"threshold must be a confidence in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_positive_int(name: str, value, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+    if value < 1:
+        raise ValueError(
+            f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}"
+        )
+    return value
+
+
+def _fetch_url_image(url: str, timeout: float):
+    """An http(s) image through transformers' image loading, with an error that names the URL."""
+    try:
+        return load_url_image(url, timeout=timeout)
+    except Exception as error:  # network errors (httpx), an answer that is no image (PIL), ...
+        reason = f"{type(error).__name__}: {error}"
+        if type(error).__name__ == "UnidentifiedImageError":
+            reason = "the server's answer is not an image (a missing page, e.g. HTTP 404, or a wrong URL)"
+        raise ValueError(f"Cannot load the image at URL {url}: {reason}") from None
 
 
 class ReportGroundingPipeline(Pipeline):
     """Grounds every key finding of a radiology report in its chest X-ray.
 
     ```python
-    pipe = pipeline("report-grounding", model="path/to/medrg", trust_remote_code=True)
+    import medrg                                   # with the package: no remote code runs
+    pipe = medrg.hub.load_pipeline("path/to/medrg")
+    # = pipeline("report-grounding", model="path/to/medrg", pipeline_class=medrg.ReportGroundingPipeline)
+    # without the package: pipeline("report-grounding", model="path/to/medrg", trust_remote_code=True)
     pipe("cxr.png", report="Patchy consolidation in the left upper lobe. No effusion.")
     # [{"label": "patchy consolidation in the left upper lobe", "score": 0.87,
     #   "box": {"xmin": 310.0, "ymin": 120.5, "xmax": 420.0, "ymax": 260.0}}]
     ```
 
-    Inputs: `pipe(image, report=...)`, `pipe({"image": ..., "report": ...})`, or a list of either (with
-    `batch_size=`); an image is a PIL image, a numpy array, a tensor, or a file path (`str`/`pathlib.Path`; PNG,
-    JPEG, ... and DICOM). Options: `threshold` (drop boxes below this confidence, each phrase keeps its best box),
-    `keep_top_box`, `max_new_tokens`, `return_status`.
+    Inputs: `pipe(image, report=...)`, `pipe({"image": ..., "report": ...})` (a `datasets` row works as is: other
+    columns are ignored), a list of either (with `batch_size=`; `report=` may then be a list of the same length),
+    a `datasets.Dataset` with `image` and `report` columns (returns a list, one result per row), or a torch
+    `Dataset` / `KeyDataset` / generator (returns an iterator, as transformers pipelines do; with a dataset of
+    images pass `report=` as a list of the same length). An image is a PIL image, a numpy array, a tensor, a file
+    path (`str`/`pathlib.Path`; PNG, JPEG, ... and DICOM) or an `http(s)` URL (fetched with
+    `transformers.image_utils.load_image`, which decodes it as 8-bit RGB; `timeout=` seconds, default 30).
+
+    Options (as in transformers' object-detection pipelines; any other keyword is a `TypeError`):
+    - `threshold` (default `DEFAULT_THRESHOLD` = 0.1): boxes with a lower confidence are dropped, a phrase's best
+      box included; a phrase without a box left is not returned. 0.0 keeps every hypothesis.
+    - `top_k` (default 1): at most this many boxes per finding phrase (best first); None keeps all.
+    - `keep_top_box` (default False): when True, each phrase keeps its best box whatever `threshold` says.
+    - `max_new_tokens` (default 64): the generation budget.
+    - `return_status` (default False): see below.
 
     Returns per input a list of `{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}` in that image's
-    pixels (an empty list when the model grounds nothing). When the answer was cut off by `max_new_tokens` a
-    warning is logged; with `return_status=True` each input instead gives
-    `{"findings": [records], "finished": bool, "report_truncated": bool}`, so "no finding" can be told apart from
-    "the model could not finish" and from "the report did not fit".
+    pixels, ordered by phrase, then by score (an empty list when nothing is grounded). Nothing is hidden silently:
+    when the answer was cut off by `max_new_tokens` a warning naming the input (its 0-based position in the call)
+    is logged, and a report too long for the processor's `max_length` gives a `UserWarning` naming the input.
+    With `return_status=True` each input instead gives `{"findings": [records], "finished": bool,
+    "report_truncated": bool}`, so "no finding" can be told apart from "the model could not finish" and from
+    "the report did not fit".
     """
 
     _load_processor = True
     _load_image_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+    # The `medrg` package sets this to `medrg.hub.save_hub_folder` (its one hub-folder writer, which also renders
+    # the model card); without the package `save_pretrained` writes the same folder without a card.
+    hub_folder_writer = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -51,26 +173,60 @@ class ReportGroundingPipeline(Pipeline):
             self.image_processor = self.processor.image_processor
 
     def save_pretrained(self, save_directory, **kwargs):
-        """Save the model, its hub code and the pipeline entry (`Pipeline.save_pretrained`), and the processor."""
-        super().save_pretrained(save_directory, **kwargs)
-        self.processor.save_pretrained(save_directory, **kwargs)
+        """Write a hub folder: merged safetensors weights, config.json with `auto_map` and `custom_pipelines`, the
+        processor, the flat hub code (and, with `medrg` installed, the rendered model card). It reloads with
+        `pipeline("report-grounding", model=save_directory, trust_remote_code=True)` without `medrg`, and with
+        `medrg.hub.load_pipeline(save_directory)` without running the folder's code."""
+        writer = type(self).hub_folder_writer
+        if writer is not None and not kwargs:
+            writer(self.model, self.processor, save_directory)
+            return
+        from transformers.dynamic_module_utils import custom_object_save
+
+        os.makedirs(save_directory, exist_ok=True)
+        self.model.save_pretrained(save_directory, **kwargs)  # weights, config.json with auto_map, model code
+        self.processor.save_pretrained(save_directory, **kwargs)  # processor + tokenizer, processing code
+        custom_object_save(self, save_directory)  # the pipeline file and its sibling imports, flat
+        config_file = os.path.join(save_directory, "config.json")
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+        config["custom_pipelines"] = {TASK: dict(CUSTOM_PIPELINE_ENTRY)}
+        with open(config_file, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def _sanitize_parameters(
         self,
         report=None,
         threshold=None,
+        top_k=_UNSET,
         max_new_tokens=None,
         keep_top_box=None,
         return_status=None,
+        timeout=None,
         **kwargs,
     ):
+        if kwargs:
+            hints = []
+            for name in sorted(kwargs):
+                close = difflib.get_close_matches(name, _OPTIONS + _CALL_OPTIONS, n=1)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise TypeError(
+                f"ReportGroundingPipeline got unexpected keyword argument(s): {', '.join(hints)}; it accepts "
+                f"{', '.join(_OPTIONS + _CALL_OPTIONS)}"
+            )
         preprocess, forward, postprocess = {}, {}, {}
         if report is not None:
             preprocess["report"] = report
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            preprocess["timeout"] = float(timeout)
         if max_new_tokens is not None:
-            forward["max_new_tokens"] = int(max_new_tokens)
+            forward["max_new_tokens"] = _check_positive_int("max_new_tokens", max_new_tokens)
         if threshold is not None:
-            postprocess["threshold"] = float(threshold)
+            postprocess["threshold"] = _check_threshold(threshold)
+        if top_k is not _UNSET:
+            postprocess["top_k"] = _check_positive_int("top_k", top_k, allow_none=True)
         if keep_top_box is not None:
             postprocess["keep_top_box"] = bool(keep_top_box)
         if return_status is not None:
@@ -78,30 +234,57 @@ class ReportGroundingPipeline(Pipeline):
         return preprocess, forward, postprocess
 
     def __call__(self, inputs, report=None, **kwargs):
+        if _is_hf_dataset(inputs):
+            if not hasattr(inputs, "__len__"):  # an IterableDataset: rows one by one
+                return super().__call__((_item(i, row) for i, row in enumerate(inputs)), **kwargs)
+            missing = [name for name in ("image", "report") if name not in inputs.column_names]
+            if missing and report is None:
+                raise ValueError(
+                    f"A dataset input needs 'image' and 'report' columns; it has {inputs.column_names} "
+                    f"(missing {missing})"
+                )
+            return list(super().__call__(_RowDataset(inputs, report), **kwargs))
+        if isinstance(inputs, Dataset):
+            return super().__call__(_RowDataset(inputs, report), **kwargs)
         if isinstance(inputs, (list, tuple)):
-            if report is not None:
-                if isinstance(report, str) or len(report) != len(inputs):
-                    raise ValueError("With a list of images pass a list of reports of the same length")
-                inputs = [{"image": image, "report": text} for image, text in zip(inputs, report)]
-            return super().__call__(list(inputs), **kwargs)
-        if report is not None:
-            inputs = {"image": inputs, "report": report}
-        return super().__call__(inputs, **kwargs)
+            if not inputs:
+                return []
+            if report is not None and (isinstance(report, str) or len(report) != len(inputs)):
+                raise ValueError("With a list of images pass a list of reports of the same length")
+            reports = [None] * len(inputs) if report is None else list(report)
+            return super().__call__(
+                [_item(i, x, r) for i, (x, r) in enumerate(zip(inputs, reports))], **kwargs
+            )
+        if hasattr(inputs, "__next__"):  # a generator / iterator: results come back as an iterator
+            return super().__call__((_item(i, x) for i, x in enumerate(inputs)), **kwargs)
+        return super().__call__(_item(0, inputs, report), **kwargs)
 
-    def preprocess(self, inputs, report=None):
-        if isinstance(inputs, dict):
-            if "image" not in inputs or "report" not in inputs:
-                raise ValueError(f"An input dict needs 'image' and 'report' keys, got {sorted(inputs)}")
-            image, text = inputs["image"], inputs["report"]
+    def preprocess(self, inputs, report=None, timeout: float = DEFAULT_URL_TIMEOUT_S):
+        item = _item(0, inputs, report)
+        if item.report is None:
+            raise ValueError(
+                f"Input {item.index}: the report-grounding pipeline needs a report: pipe(image, report='...')"
+            )
+        image = item.image
+        if isinstance(image, str) and image.startswith(("http://", "https://")):
+            image = _fetch_url_image(image, timeout)
         else:
-            image, text = inputs, report
-        if text is None:
-            raise ValueError("The report-grounding pipeline needs a report: pipe(image, report='...')")
-        return self.processor(
-            images=load_image(image), text=text, return_tensors="pt", return_report_truncated=True
-        )
+            image = load_image(image)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model_inputs = self.processor(
+                images=image, text=item.report, return_tensors="pt", return_report_truncated=True
+            )
+        for warning in caught:  # the processor numbers samples per call (always 0 here): name the input
+            message = str(warning.message)
+            if message.startswith("Sample 0: "):
+                message = f"Input {item.index}: " + message[len("Sample 0: ") :]
+                message += "; pass return_status=True to see report_truncated per input"
+            warnings.warn(message, warning.category, stacklevel=2)
+        model_inputs["input_index"] = torch.tensor([item.index], dtype=torch.long)
+        return model_inputs
 
-    def _forward(self, model_inputs, max_new_tokens: int = 64):
+    def _forward(self, model_inputs, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
         output = self.model.generate_grounding(
             input_ids=model_inputs["input_ids"],
             pixel_values=model_inputs["pixel_values"],
@@ -119,15 +302,25 @@ class ReportGroundingPipeline(Pipeline):
             "finished": output.finished,
             "image_sizes": model_inputs["image_sizes"],
             "report_truncated": model_inputs["report_truncated"],
+            "input_index": model_inputs["input_index"],
             "max_new_tokens": torch.full((batch,), max_new_tokens, dtype=torch.long),
         }
 
     def postprocess(
-        self, model_outputs, threshold: float = 0.0, keep_top_box: bool = True, return_status=False
+        self,
+        model_outputs,
+        threshold: float = DEFAULT_THRESHOLD,
+        top_k: int | None = DEFAULT_TOP_K,
+        keep_top_box: bool = False,
+        return_status: bool = False,
     ):
         outputs = {**model_outputs, "prompt_length": 0}  # `sequences` holds the generated ids only
         result = self.processor.post_process_grounding(
-            outputs, target_sizes=model_outputs["image_sizes"], threshold=threshold, keep_top_box=keep_top_box
+            outputs,
+            target_sizes=model_outputs["image_sizes"],
+            threshold=threshold,
+            keep_top_box=keep_top_box,
+            top_k=top_k,
         )[0]
         records = [
             {
@@ -145,11 +338,20 @@ class ReportGroundingPipeline(Pipeline):
             }
         if not result["finished"]:
             logger.warning(
-                "The model's answer was cut off at max_new_tokens=%d before it finished: the findings may be "
-                "incomplete. Raise max_new_tokens, or pass return_status=True to see this per input.",
+                "Input %d: the model's answer was cut off at max_new_tokens=%d before it finished: the findings "
+                "may be incomplete. Raise max_new_tokens, or pass return_status=True to see this per input.",
+                int(model_outputs["input_index"].reshape(-1)[0]),
                 int(model_outputs["max_new_tokens"].reshape(-1)[0]),
             )
         return records
 
 
-__all__ = ["ReportGroundingPipeline"]
+__all__ = [
+    "CUSTOM_PIPELINE_ENTRY",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_TOP_K",
+    "DEFAULT_URL_TIMEOUT_S",
+    "TASK",
+    "ReportGroundingPipeline",
+]

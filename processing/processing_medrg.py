@@ -316,9 +316,15 @@ class MedRGProcessor(ProcessorMixin):
 
     @staticmethod
     def _select_boxes(
-        pixels: torch.Tensor, scores: torch.Tensor, threshold: float, keep_top_box: bool, nms_iou: float
+        pixels: torch.Tensor,
+        scores: torch.Tensor,
+        threshold: float,
+        keep_top_box: bool,
+        nms_iou: float,
+        top_k: int | None = None,
     ) -> list[int]:
-        """Indices of the kept boxes of one phrase (`pixels` `(K, 4)` xyxy, `scores` `(K,)`), best first."""
+        """Indices of the kept boxes of one phrase (`pixels` `(K, 4)` xyxy, `scores` `(K,)`), best first, at most
+        `top_k` of them (None: all)."""
         from transformers.loss.loss_for_object_detection import box_iou  # on use: that module imports scipy
 
         iou = box_iou(pixels, pixels)[0].nan_to_num(0.0)
@@ -333,6 +339,8 @@ class MedRGProcessor(ProcessorMixin):
             if not has_extent[k]:
                 continue  # a box entirely in the letterbox padding has no extent in the image
             kept.append(k)
+            if top_k is not None and len(kept) >= top_k:
+                break
         return kept
 
     def post_process_grounding(
@@ -342,6 +350,7 @@ class MedRGProcessor(ProcessorMixin):
         threshold: float = 0.0,
         keep_top_box: bool = True,
         nms_iou: float = 0.5,
+        top_k: int | None = None,
     ) -> list[dict]:
         """Generated groundings -> per image `{"scores", "labels", "boxes", "finished"}`.
 
@@ -351,6 +360,9 @@ class MedRGProcessor(ProcessorMixin):
             threshold: boxes with a lower confidence are dropped, except each phrase's best box when
                 `keep_top_box` (the LM said the finding is there, so it always gets its most likely box).
             nms_iou: a further box of the same phrase is dropped when it overlaps a kept one by more than this.
+            top_k: keep at most this many boxes per phrase (the best-scoring ones after the other filters);
+                None keeps every box that passes them. The pipeline (`pipeline("report-grounding")`) uses
+                `top_k=1, keep_top_box=False` by default: a plain threshold filter, one box per phrase.
 
         Returns:
             per image a dict: `scores` float `(n,)`, `labels` `list[str]` (the phrase of each kept box), `boxes`
@@ -359,6 +371,8 @@ class MedRGProcessor(ProcessorMixin):
             generated text before its `<BOX>`; boxes with no extent inside the image are dropped; ordered by
             phrase, then by score.
         """
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer (boxes per phrase) or None, got {top_k!r}")
         fields = self._grounding_fields(outputs)
         generated = fields["sequences"][:, int(fields["prompt_length"] or 0) :]
         generated_mask = fields["generated_mask"].bool()
@@ -382,7 +396,7 @@ class MedRGProcessor(ProcessorMixin):
             kept_scores, labels, kept_boxes = [], [], []
             for phrase, slot in zip(phrases, slots):
                 kept = self._select_boxes(
-                    pixels[slot], scores[sample, slot], threshold, keep_top_box, nms_iou
+                    pixels[slot], scores[sample, slot], threshold, keep_top_box, nms_iou, top_k
                 )
                 kept_scores.append(scores[sample, slot, kept])
                 kept_boxes.append(pixels[slot, kept])

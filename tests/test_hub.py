@@ -53,7 +53,7 @@ def saved_folder(tiny, tmp_path_factory):
     model, processor = tiny
     folder = tmp_path_factory.mktemp("medrg_hub")
     pipe = pipeline("report-grounding", model=model, processor=processor)
-    pipe.save_pretrained(folder)  # saves the processor too (Pipeline.save_pretrained alone does not)
+    pipe.save_pretrained(folder)  # one hub-folder layout: processor, code, custom_pipelines
     images = []
     for index in range(2):
         path = folder / f"cxr_{index}.png"

@@ -63,11 +63,17 @@ def test_batched_equals_single(pipe, images):
             )  # pixels: 1e-5 of the frame
 
 
-def test_threshold_one_keeps_only_each_phrase_best_box(pipe, images):
-    records = pipe(images[0], report=REPORTS[1], threshold=1.0, max_new_tokens=24)
-    labels = [r["label"] for r in records]
-    assert len(labels) == len(set(labels))
-    assert pipe(images[0], report=REPORTS[1], threshold=1.0, keep_top_box=False, max_new_tokens=24) == []
+def test_threshold_filters_every_box_and_keep_top_box_is_the_explicit_exemption(default_pipe):
+    everything = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=0.0, top_k=None)
+    assert len(everything) > len({r["label"] for r in everything})  # several hypotheses for some phrase
+    assert (
+        default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0) == []
+    )  # a phrase's best box is no exception
+    best = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, keep_top_box=True)
+    labels = [r["label"] for r in best]
+    assert labels and len(labels) == len(set(labels)) == len({r["label"] for r in everything})
+    for record in best:  # each phrase's best hypothesis
+        assert record["score"] == max(r["score"] for r in everything if r["label"] == record["label"])
 
 
 def test_path_image_shape_is_the_callers(pipe, images):
@@ -128,7 +134,7 @@ def test_return_status_tells_cut_off_from_finished(default_pipe, caplog):
     assert cut["finished"] is False and cut["findings"] == []
     with caplog.at_level("WARNING", logger="medrg.processing.pipeline_medrg"):
         assert default_pipe(EXAMPLE, report=EXAMPLE_REPORT, max_new_tokens=3) == []
-    assert "max_new_tokens=3" in caplog.text
+    assert "max_new_tokens=3" in caplog.text and "Input 0:" in caplog.text  # names the input, not a path
 
 
 def test_return_status_reports_truncation_per_input(default_pipe):
