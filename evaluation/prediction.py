@@ -38,6 +38,7 @@ def predict_groundings(
     *,
     batch_size: int = 16,
     threshold: float = 0.0,
+    top_k: int | None = 1,
     max_new_tokens: int = 64,
 ) -> list[list[dict]]:
     """Ground every row's report in its image with ``model`` and ``processor``.
@@ -50,6 +51,8 @@ def predict_groundings(
             (``findings``, ``image_id``, ...) are ignored.
         batch_size: rows per ``generate_grounding`` call.
         threshold: drop boxes whose confidence is below this (0 keeps every box, which the metrics need).
+        top_k: boxes per phrase, best first (default 1: the box a user is shown, so accuracy@t is a top-1
+            accuracy as in the papers; None gives every hypothesis, which turns accuracy@t into best-of-K).
         max_new_tokens: generation budget per report.
 
     Returns:
@@ -72,7 +75,9 @@ def predict_groundings(
     try:
         # device=the model's device: a Pipeline built without one moves the model to cuda:0.
         pipe = ReportGroundingPipeline(model=model, processor=processor, device=_model_device(model))
-        outputs = pipe(inputs, batch_size=batch_size, threshold=threshold, max_new_tokens=max_new_tokens)
+        outputs = pipe(
+            inputs, batch_size=batch_size, threshold=threshold, top_k=top_k, max_new_tokens=max_new_tokens
+        )
     finally:
         model.train(was_training)
     if len(inputs) == 1 and outputs and isinstance(outputs[0], Mapping):

@@ -279,16 +279,8 @@ def test_label_rule_without_category_and_exact_reference_phrase():
 
 
 def test_keyword_table_covers_the_dataset_categories():
-    chestxray8 = (
-        "Atelectasis",
-        "Cardiomegaly",
-        "Effusion",
-        "Infiltrate",
-        "Mass",
-        "Nodule",
-        "Pneumonia",
-        "Pneumothorax",
-    )
+    from medrg.processing.data.chestxray8 import LABELS as chestxray8
+
     ms_cxr = ("Consolidation", "Edema", "Lung Opacity", "Pleural Effusion")
     vindr = ("Aortic enlargement", "Calcification", "Clavicle fracture", "Emphysema", "Enlarged PA", "ILD",
              "Infiltration", "Lung cavity", "Lung cyst", "Mediastinal shift", "Nodule/Mass", "Other lesion",
