@@ -1,84 +1,151 @@
 """`medrg ground --image X --report "..."`: ground a report on an X-ray with a MedRG model (default: embedded).
 
-The model is loaded with `medrg.loading.load_medrg` (one clear error naming the file of a broken folder; a
-folder's own Python code runs only with `--trust-remote-code`) and run through the package's one prediction
-path, `medrg.evaluation.predict_groundings`.
+The inputs are checked first (image readable: PNG/JPEG/... or DICOM by `.dcm` name or the `DICM` marker;
+report not empty; threshold a confidence; overlay path writable), then the model is loaded with
+`medrg.loading.load_medrg` (one clear error naming the file of a broken folder; a folder's own Python code runs
+only with `--trust-remote-code`) and run through the package's one prediction path,
+`medrg.evaluation.predict_groundings`, with the pipeline's default threshold
+(`medrg.processing.pipeline_medrg.DEFAULT_THRESHOLD`).
+
+Output: one line per grounded phrase (or `--json`: the records as a JSON list); `--overlay out.png` also writes
+the image with the boxes, phrases and scores drawn (`medrg.overlay.draw_groundings`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+from typing import Any
 
-from medrg.defaults import DEFAULT_MODEL_DIR
+DEFAULT_NAME = "default"  # = medrg.loading.DEFAULT_NAME (not imported here: `--help` stays light)
+OVERLAY_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--image", required=True, help="X-ray image file (PNG/JPEG, 8 or 16 bit; DICOM with [dicom])"
+        "--image", required=True, help="X-ray image file: PNG/JPEG (8 or 16 bit) or DICOM (.dcm or DICM marker)"
     )
     report = parser.add_mutually_exclusive_group(required=True)
     report.add_argument("--report", help="the free-text report")
-    report.add_argument("--report-file", help="a text file holding the report")
+    report.add_argument("--report-file", help="a UTF-8 text file holding the report")
     parser.add_argument(
-        "--model", default=None, help=f"MedRG model folder (default: embedded {DEFAULT_MODEL_DIR.name})"
+        "--model",
+        default=DEFAULT_NAME,
+        help=f"MedRG model folder, or {DEFAULT_NAME!r} for the embedded model medrg/default_model (the default)",
     )
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="drop boxes below this confidence (each phrase keeps its best box); 0 lists every hypothesis",
+        default=None,
+        help="drop boxes below this confidence in [0, 1] (default: the pipeline's DEFAULT_THRESHOLD, "
+        "medrg.processing.pipeline_medrg); 0 keeps every phrase's best box",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation budget (tokens)")
     parser.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="run the model folder's own Python code (auto_map) if it is not a MedRG model type (default: never)",
     )
-    parser.add_argument("--json", action="store_true", help="print the records as JSON only")
-
-
-def _read_image(path: str):
-    if path.lower().endswith(".dcm"):
-        from medrg.processing.data.dicom import read_dicom_image
-
-        return read_dicom_image(path)
-    return path
-
-
-def run(args: argparse.Namespace) -> int:
-    from medrg.evaluation.prediction import predict_groundings
-    from medrg.loading import DEFAULT_NAME, load_medrg
-
-    if not Path(args.image).is_file():
-        raise ValueError(f"image file not found: {args.image}")
-    if args.report is not None:
-        report = args.report
-    elif not Path(args.report_file).is_file():
-        raise ValueError(f"report file not found: {args.report_file}")
-    else:
-        report = Path(args.report_file).read_text(encoding="utf-8")
-    model_dir = args.model or DEFAULT_NAME
-    model, processor = load_medrg(model_dir, trust_remote_code=args.trust_remote_code)
-    (records,) = predict_groundings(
-        model,
-        processor,
-        [{"image": _read_image(args.image), "report": report}],
-        batch_size=1,
-        threshold=args.threshold,
-        max_new_tokens=args.max_new_tokens,
+    parser.add_argument("--json", action="store_true", help="print only the records, as a JSON list")
+    parser.add_argument(
+        "--overlay", default=None, metavar="OUT.png", help="also write the image with boxes, phrases and scores"
     )
-    if args.json:
-        print(json.dumps(records, indent=2))
-        return 0
-    print(f"model: {DEFAULT_MODEL_DIR if model_dir == DEFAULT_NAME else model_dir}")
+
+
+def read_report(report: str | None, report_file: str | None) -> str:
+    """The report text from `--report` or `--report-file`; ValueError if missing, unreadable or empty."""
+    if report is None:
+        path = Path(report_file)
+        if not path.is_file():
+            raise ValueError(f"report file not found: {report_file}")
+        try:
+            report = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"report file {report_file} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+        source = f"report file {report_file}"
+    else:
+        source = "--report"
+    if not report.strip():
+        raise ValueError(f"{source} is empty: pass the free-text report to ground")
+    return report
+
+
+def read_image(path: str) -> Any:
+    """The image at `path` as the pipeline reads it (PIL image; DICOM: uint8 array); ValueError naming it."""
+    file = Path(path)
+    if not file.exists():
+        raise ValueError(f"image file not found: {path}")
+    if not file.is_file():
+        raise ValueError(f"--image {path} is a folder; expected an image file (PNG/JPEG/DICOM)")
+    from medrg.processing.image_processing_medrg import load_image
+
+    return load_image(str(file))
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Check the numeric options and the overlay path before anything heavy is loaded."""
+    if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
+        raise ValueError(f"--threshold must be a confidence in [0, 1], got {args.threshold}")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be a positive number of tokens, got {args.max_new_tokens}")
+    if args.overlay is not None:
+        overlay = Path(args.overlay)
+        if overlay.suffix.lower() not in OVERLAY_SUFFIXES:
+            raise ValueError(f"--overlay {args.overlay}: expected a .png or .jpg file name")
+        if not overlay.parent.is_dir():
+            raise ValueError(f"--overlay {args.overlay}: folder {overlay.parent} does not exist")
+        if overlay.is_dir():
+            raise ValueError(f"--overlay {args.overlay} is a folder; expected an image file name")
+
+
+def format_records(records: list[dict]) -> str:
+    """One line per record: `'phrase': score 0.87, box [x0, y0, x1, y1] px`."""
     if not records:
-        print("No finding grounded.")
+        return "No finding grounded."
+    lines = []
     for record in records:
         box = record["box"]
-        print(
+        lines.append(
             f"{record['label']!r}: score {record['score']:.2f}, box "
             f"[{box['xmin']:.0f}, {box['ymin']:.0f}, {box['xmax']:.0f}, {box['ymax']:.0f}] px"
         )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_options(args)
+    report = read_report(args.report, args.report_file)
+    image = read_image(args.image)
+
+    from transformers.utils import logging as hf_logging
+
+    from medrg.evaluation.prediction import predict_groundings
+    from medrg.loading import load_medrg
+    from medrg.processing.pipeline_medrg import DEFAULT_THRESHOLD
+
+    hf_logging.disable_progress_bar()  # stderr stays for errors (one line each)
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    model, processor = load_medrg(args.model, trust_remote_code=args.trust_remote_code)
+    (records,) = predict_groundings(
+        model,
+        processor,
+        [{"image": image, "report": report}],
+        batch_size=1,
+        threshold=threshold,
+        max_new_tokens=args.max_new_tokens,
+    )
+    if args.overlay is not None:
+        from medrg.overlay import draw_groundings
+
+        draw_groundings(image, records).save(args.overlay)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    name = "default (embedded medrg/default_model)" if args.model == DEFAULT_NAME else args.model
+    print(f"model: {name}; threshold {threshold:g}")
+    print(format_records(records))
+    if args.overlay is not None:
+        print(f"overlay: {args.overlay}")
     return 0

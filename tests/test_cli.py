@@ -1,0 +1,318 @@
+"""Behaviour of the `medrg` command line: a light `import medrg` that still registers MedRG with transformers,
+`medrg ground` (default model, `--json`, `--overlay`, DICOM input), `medrg export`, `medrg evaluate`'s default
+split, and `evaluate.load` of the metric from any working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medrg.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ROOT / "docs" / "example_cxr.png"
+REPORT_FILE = ROOT / "docs" / "example_report.txt"
+CHESTXRAY8 = ROOT.parent / "shared" / "data" / "chestxray8"
+
+
+def _python(code: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    from medrg.loading import load_medrg
+
+    return load_medrg("default")
+
+
+@pytest.fixture(scope="module")
+def expected(default_model):
+    """The records of the package's prediction path for the example, at the pipeline's default threshold."""
+    from medrg.evaluation.prediction import predict_groundings
+    from medrg.processing.pipeline_medrg import DEFAULT_THRESHOLD
+
+    model, processor = default_model
+    report = REPORT_FILE.read_text(encoding="utf-8")
+    (records,) = predict_groundings(
+        model, processor, [{"image": Image.open(IMAGE), "report": report}], batch_size=1, threshold=DEFAULT_THRESHOLD
+    )
+    assert records, "the default model grounds the example report (test precondition)"
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ import time
+def test_import_medrg_and_help_import_neither_torch_nor_transformers():
+    result = _python(
+        "import sys, io, contextlib\n"
+        "import medrg\n"
+        "from medrg.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'matplotlib', 'scipy') if m in sys.modules)\n"
+        "print(heavy)\n"
+        "print(all(c in out.getvalue() for c in ('ground', 'evaluate', 'train', 'export', 'demo')))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "True"]
+
+
+REGISTRATION_CHECK = """
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
+d = str(medrg.DEFAULT_MODEL_DIR)
+model = AutoModel.from_pretrained(d)
+print(type(AutoConfig.from_pretrained(d)).__name__, type(model).__name__,
+      type(AutoProcessor.from_pretrained(d)).__name__, type(AutoImageProcessor.from_pretrained(d)).__name__)
+print("report-grounding" in PIPELINE_REGISTRY.get_supported_tasks())
+import tempfile, json, os
+with tempfile.TemporaryDirectory() as out:
+    model.save_pretrained(out)
+    print(sorted(json.load(open(os.path.join(out, "config.json")))["auto_map"]))
+"""
+REGISTERED = [
+    "MedRGConfig MedRGForReportGrounding MedRGProcessor MedRGImageProcessor",
+    "True",
+    "['AutoConfig', 'AutoModel']",
+]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import medrg",  # transformers imported after medrg: registered when its Auto modules are imported
+        "import transformers.pipelines\nimport medrg",  # before: registered at `import medrg`
+        "import medrg\nfrom medrg.modeling_medrg.modeling_medrg import MedRGForReportGrounding",
+    ],
+    ids=["medrg-first", "transformers-first", "class-import"],
+)
+def test_import_medrg_registers_auto_classes_and_task(first):
+    result = _python(first + "\n" + REGISTRATION_CHECK)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-3:] == REGISTERED
+
+
+def test_medrg_attributes_are_lazy_and_complete():
+    import medrg
+
+    for name in medrg.__all__:
+        assert getattr(medrg, name) is not None, name
+    assert medrg.MedRGForReportGrounding.__name__ == "MedRGForReportGrounding"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        medrg.nope  # noqa: B018
+
+
+# ------------------------------------------------------------------------------------------------ medrg ground
+def test_ground_json_default_model_and_overlay(expected, tmp_path, capsys):
+    from medrg.overlay import PALETTE, draw_groundings
+
+    overlay = tmp_path / "out.png"
+    argv = ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE), "--json"]
+    assert main([*argv, "--overlay", str(overlay)]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records == json.loads(json.dumps(expected))
+    # `--model default` names the embedded model: same records as no --model and as the folder's path
+    import medrg
+
+    assert json.loads(_run(capsys, [*argv, "--model", "default"])) == records
+    assert json.loads(_run(capsys, [*argv, "--model", str(medrg.DEFAULT_MODEL_DIR)])) == records
+    # the overlay is the shared drawing: enlarged for legibility, boxes drawn in the palette colours
+    drawn = Image.open(overlay)
+    reference = draw_groundings(Image.open(IMAGE), records)
+    assert drawn.size == reference.size == (768, 768)
+    assert np.array_equal(np.asarray(drawn.convert("RGB")), np.asarray(reference))
+    scale = 768 / 256
+    box = records[0]["box"]
+    x, y = round(box["xmin"] * scale), round((box["ymin"] + box["ymax"]) / 2 * scale)
+    assert tuple(np.asarray(drawn.convert("RGB"))[y, x + 1]) == PALETTE[0]  # the left edge of the first box
+
+
+def _run(capsys, argv: list[str]) -> str:
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_ground_text_output_names_model_threshold_and_findings(expected, capsys):
+    from medrg.processing.pipeline_medrg import DEFAULT_THRESHOLD
+
+    out = _run(capsys, ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE)])
+    lines = out.splitlines()
+    assert lines[0] == f"model: default (embedded medrg/default_model); threshold {DEFAULT_THRESHOLD:g}"
+    assert len(lines) == 1 + len(expected)
+    for line, record in zip(lines[1:], expected):
+        assert line.startswith(f"{record['label']!r}: score {record['score']:.2f}, box [")
+    # threshold 1.0 drops every box (a phrase's best box included)
+    out = _run(capsys, ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE), "--threshold", "1"])
+    assert out.splitlines()[1:] == ["No finding grounded."]
+
+
+def test_ground_reads_dicom_by_suffix_and_by_marker(tmp_path, capsys):
+    pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = np.asarray(Image.open(IMAGE), dtype=np.float64)
+    pixels = np.round((pixels - pixels.min()) / (pixels.max() - pixels.min()) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "full_range.png")  # DICOM display is min-max stretched: match it
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns = "CR", *pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(tmp_path / "study.dcm", enforce_file_format=True)
+    ds.save_as(tmp_path / "IM0001", enforce_file_format=True)  # no suffix: recognised by the DICM marker
+    results = {}
+    for name in ("full_range.png", "study.dcm", "IM0001"):
+        argv = ["ground", "--image", str(tmp_path / name), "--report-file", str(REPORT_FILE), "--json"]
+        results[name] = json.loads(_run(capsys, [*argv, "--overlay", str(tmp_path / f"{name}.png")]))
+    assert results["study.dcm"] == results["IM0001"] == results["full_range.png"]
+    assert results["study.dcm"], "the DICOM copy is grounded like the PNG"
+    assert Image.open(tmp_path / "study.dcm.png").size == (768, 768)
+
+
+# ------------------------------------------------------------------------------------------------ overlay
+def test_overlay_handles_16_bit_arrays_small_images_and_boxes_outside():
+    from medrg.overlay import PALETTE, draw_groundings
+
+    image = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 12)  # 16-bit range
+    records = [
+        {"label": "nodule", "score": 0.9, "box": {"xmin": 10.0, "ymin": 20.0, "xmax": 30.0, "ymax": 40.0}},
+        {"label": "effusion", "score": 0.4, "box": {"xmin": -5.0, "ymin": 50.0, "xmax": 200.0, "ymax": 90.0}},
+    ]
+    drawn = draw_groundings(image, records)
+    assert drawn.mode == "RGB" and drawn.size == (960, 768)  # shorter side enlarged to 768, aspect kept
+    pixels = np.asarray(drawn)
+    assert tuple(pixels[30 * 12, 10 * 12 + 1]) == PALETTE[0]
+    assert tuple(pixels[60 * 12, 1]) == PALETTE[1]  # a box leaving the image is clipped to it
+    plain = draw_groundings(image, [], min_side=0)
+    assert plain.size == (80, 64)
+    grey = np.asarray(plain)[..., 0]
+    assert grey.min() == 0 and grey.max() == 255  # deeper than 8 bits: stretched for display
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 3\|4\)"):
+        draw_groundings(np.zeros((2, 3, 4, 5)), [])
+
+
+def test_demo_findings_table_rounds_scores_and_boxes():
+    from medrg.demo import findings_table
+
+    rows = findings_table(
+        [{"label": "mass", "score": 0.71649, "box": {"xmin": 159.4, "ymin": 82.0, "xmax": 208.6, "ymax": 127.2}}]
+    )
+    assert rows == [["mass", 0.716, "[159, 82, 209, 127]"]]
+
+
+# ------------------------------------------------------------------------------------------------ export
+def test_export_writes_a_hub_folder_with_card_metrics(tmp_path, expected, capsys):
+    metrics = {"chestxray8_validation": {"accuracy@0.5": 0.25, "mean_iou": 0.3125}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "hub"
+    argv = ["export", "--model", "default", "--out", str(out), "--card-metrics", str(tmp_path / "metrics.json")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: ")
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "medrg" and "report-grounding" in config["custom_pipelines"]
+    assert {"AutoConfig", "AutoModel"} <= set(config["auto_map"])
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    card = (out / "README.md").read_text()
+    assert "0.3125" in card and "library_name: transformers" in card and str(tmp_path) not in card
+    from medrg.hub import load_pipeline
+
+    pipe = load_pipeline(str(out))
+    records = pipe(str(IMAGE), report=REPORT_FILE.read_text(encoding="utf-8"))
+    assert records == expected
+    # the metrics.json that `medrg evaluate --out` writes is accepted too
+    evaluated = {"model": "x", "dataset": "chestxray8", "split": "validation", "num_samples": 4,
+                 "metrics": {"accuracy@0.5": 0.5, "mean_iou": 0.4, "no_finding_accuracy": None, "per_category": {}}}  # fmt: skip
+    (tmp_path / "evaluated.json").write_text(json.dumps(evaluated))
+    from medrg.export_cli import read_card_metrics
+
+    assert read_card_metrics(str(tmp_path / "evaluated.json")) == {
+        "chestxray8_validation": {"accuracy@0.5": 0.5, "mean_iou": 0.4}
+    }
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+def test_evaluate_choose_split():
+    from medrg.evaluation.cli import choose_split
+
+    assert choose_split(["train", "validation", "test"], None, "synthcxr") == (
+        "test",
+        "default: the dataset's test split",
+    )
+    assert choose_split(["train", "validation"], None, "chestxray8") == (
+        "validation",
+        "default: dataset 'chestxray8' has no test split",
+    )
+    assert choose_split(["train", "validation"], "train", "chestxray8") == ("train", "as requested")
+    with pytest.raises(ValueError, match=r"has no test or validation split \(splits: \['train'\]\); pass --split"):
+        choose_split(["train"], None, "jsonl")
+
+
+def test_evaluate_defaults_to_the_test_split_when_there_is_one(tmp_path, capsys):
+    out = tmp_path / "out"
+    tiny = "--dataset-option=examples_per_split={train: 4, validation: 2, test: 3}"
+    argv = ["evaluate", "--model", "center", "--dataset", "synthcxr", tiny, "--dataset-option=image_size=64"]
+    assert main([*argv, "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "split: test (default: the dataset's test split)" in lines
+    assert json.loads(lines[-1])["split"] == "test" and json.loads(lines[-1])["num_samples"] == 3
+    assert json.loads((out / "metrics.json").read_text())["split"] == "test"
+
+
+@pytest.mark.skipif(not CHESTXRAY8.is_dir(), reason=f"ChestX-ray8 copy not found at {CHESTXRAY8}")
+def test_evaluate_chestxray8_defaults_to_validation(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["evaluate", "--model", "center", "--dataset", "chestxray8", "--data-dir", str(CHESTXRAY8)]
+    assert main([*argv, "--max-samples", "4", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "split: validation (default: dataset 'chestxray8' has no test split)" in lines
+    summary = json.loads(lines[-1])
+    assert summary["split"] == "validation" and summary["num_samples"] == 4
+    assert json.loads((out / "metrics.json").read_text())["split"] == "validation"
+
+
+def test_metric_loads_from_any_working_directory(tmp_path):
+    code = (
+        "import evaluate, medrg.evaluation as E\n"
+        "m = evaluate.load(E.METRIC_PATH)\n"
+        "box = {'xmin': 10.0, 'ymin': 10.0, 'xmax': 50.0, 'ymax': 50.0}\n"
+        "pred = [[{'label': 'mass', 'score': 0.9, 'box': box}]]\n"
+        "ref = [[{'phrase': 'mass', 'category': 'Mass', 'boxes': [[10.0, 10.0, 50.0, 30.0]]}]]\n"
+        "r = m.compute(predictions=pred, references=ref)\n"
+        "print(r['accuracy@0.5'], r['mean_iou'])\n"
+        f"m2 = evaluate.load({str(ROOT / 'evaluation' / 'grounding_accuracy')!r})\n"
+        "print(m2.compute(predictions=pred, references=ref)['mean_iou'])\n"
+    )
+    result = _python(code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["1.0", "0.5", "0.5"]
+
+
+def test_evaluate_default_model_records_its_source(tmp_path, capsys):
+    out = tmp_path / "out"
+    tiny = "--dataset-option=examples_per_split={train: 2, validation: 2, test: 2}"
+    assert main(["evaluate", "--model", "default", "--dataset", "synthcxr", tiny, "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["num_samples"] == 2
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["config"]["model_source"] == "default" and written["split"] == "test"
+    assert written["model"] == "medrg-default"
