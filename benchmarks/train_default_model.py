@@ -18,58 +18,41 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "default_model.yaml"
 TARGET = ROOT / "medrg" / "default_model"
 KEYS = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou", "label_accuracy@0.5", "phrase_token_f1",
-        "no_finding_accuracy")  # fmt: skip
+        "no_finding_accuracy", "expected_calibration_error")  # fmt: skip
+HUB_CODE_KEYS = ("auto_map", "custom_pipelines")  # added when a hub folder is exported, never in the artefact
 KEEP = {"config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
         "tokenizer_config.json"}  # fmt: skip
 
 
-def write_example(folder: Path) -> None:
-    """A SynthCXR image the project draws itself (seed 1: never seen in training) + its report."""
+def write_example(*folders: Path) -> None:
+    """A SynthCXR image the project draws itself (seed 1: never seen in training), its report and its reference
+    findings, written identically into every folder (the model folder and docs/, which the README uses)."""
     from medrg.processing.data.synthcxr import generate_example
 
     example = generate_example(0, "test", seed=1, image_size=256)
-    (folder / "example_cxr.png").write_bytes(example.row["image"]["bytes"])
-    (folder / "example_report.txt").write_text(example.row["report"] + "\n")
-    (folder / "example_findings.json").write_text(json.dumps(example.row["findings"], indent=1) + "\n")
+    for folder in folders:
+        (folder / "example_cxr.png").write_bytes(example.row["image"]["bytes"])
+        (folder / "example_report.txt").write_text(example.row["report"] + "\n")
+        (folder / "example_findings.json").write_text(json.dumps(example.row["findings"], indent=1) + "\n")
 
 
-CARD = """---
-library_name: transformers
-pipeline_tag: report-grounding
-tags: [medical, chest-x-ray, grounding, medrg]
-license: apache-2.0
----
-# MedRG default model (embedded in the `medrg` package)
-
-A small MedRG ({megabytes:.1f} MB) trained from scratch on CPU on SynthCXR + the ChestX-ray8 train part;
-`pipeline("report-grounding")` and `medrg ground` use it when no model is named. Recipe: `RECIPE.md`.
-
-```python
-import medrg
-from transformers import pipeline
-pipe = pipeline("report-grounding")            # this folder
-pipe("example_cxr.png", report=open("example_report.txt").read())
-```
-
-Measured (`metrics.json`; accuracy at IoU >= t and mIoU, in %):
-
-| data | method | acc@0.1 | acc@0.3 | acc@0.5 | mIoU |
-|---|---|---|---|---|---|
-{rows}
-A demonstration model: tiny and trained for minutes on CPU. Published models report 38.38 acc@0.5 / 38.49 mIoU
-(uMedGround) on their own ChestX-ray8 split (the splits differ). Not a medical device; research use only.
-"""
-
-
-def write_card(folder: Path, metrics: dict) -> None:
-    rows = []
-    for name, label in (("synthcxr_test", "SynthCXR test"), ("chestxray8_validation", "ChestX-ray8 val")):
-        for suffix, method in (("", "this model"), ("_prior", "text-only prior")):
-            values = metrics[name + suffix]
-            cells = " | ".join(f"{100 * values[k]:.2f}" for k in KEYS[:4])
-            rows.append(f"| {label} ({values['num_findings']} findings) | {method} | {cells} |")
-    megabytes = metrics["model_bytes"] / 2**20
-    (folder / "README.md").write_text(CARD.format(megabytes=megabytes, rows="\n".join(rows) + "\n"))
+def install_artefact(trained: Path, target: Path) -> None:
+    """Copy weights, JSON and tokenizer files of `trained` into `target` (replacing the previous model's); the
+    artefact holds no hub code and no JSON entry pointing at hub code."""
+    for path in target.iterdir():
+        if path.name in KEEP or path.suffix == ".py":
+            path.unlink()
+    for name in KEEP:
+        if (trained / name).is_file():
+            shutil.copy2(trained / name, target / name)
+    for name in ("config.json", "processor_config.json", "tokenizer_config.json"):
+        path = target / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if any(key in data for key in HUB_CODE_KEYS):
+                for key in HUB_CODE_KEYS:
+                    data.pop(key, None)
+                path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def main() -> None:
@@ -100,10 +83,15 @@ def main() -> None:
     synth_options = config.data.sources[0].options
     datasets = {
         "synthcxr_test": (medrg.load_grounding_dataset("synthcxr", **synth_options), "test"),
-        "chestxray8_validation": (
-            medrg.load_grounding_dataset("chestxray8", data_dir=args.chestxray8, progress=False),
-            "validation",
-        ),
+        **{
+            f"chestxray8_validation{'' if writer == 'template' else '_' + writer}": (
+                medrg.load_grounding_dataset(
+                    "chestxray8", data_dir=args.chestxray8, reports=writer, progress=False
+                ),
+                "validation",
+            )
+            for writer in ("template", "gpt", "llama")
+        },
     }
     metrics: dict = {"config": "configs/default_model.yaml", "train_seconds": train_seconds}
     # the installed model code must load the trained weights without missing or unexpected keys (else the
@@ -121,16 +109,13 @@ def main() -> None:
             values = report["metrics"]
             metrics[name + suffix] = {k: values[k] for k in KEYS} | {"num_findings": values["num_findings"]}
             print(name + suffix, json.dumps(metrics[name + suffix]))
-    for path in TARGET.iterdir():  # replace the previous model's files; keep __init__.py, RECIPE.md, others
-        if path.name in KEEP or (path.suffix == ".py" and path.name != "__init__.py"):
-            path.unlink()
-    for path in Path(trained).iterdir():
-        if path.name in KEEP or (path.suffix == ".py" and path.name != "__init__.py"):
-            shutil.copy2(path, TARGET / path.name)
+    install_artefact(Path(trained), TARGET)
     metrics["model_bytes"] = (TARGET / "model.safetensors").stat().st_size
     (TARGET / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_example(TARGET)
-    write_card(TARGET, metrics)
+    write_example(TARGET, ROOT / "docs")
+    from medrg.hub_cards.model_card import write_default_model_card
+
+    write_default_model_card(TARGET)
     print(json.dumps(metrics, indent=2))
 
 

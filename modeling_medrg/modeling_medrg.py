@@ -282,10 +282,12 @@ class MedRGModel(MedRGPreTrainedModel):
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         output_hidden_states: bool = False,
+        image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
     ) -> MedRGModelOutputWithPast:
         """Shapes as in [`MedRGForReportGrounding.forward`]; position ids default to the attention mask's cumsum,
-        so left padding does not shift positions."""
+        so left padding does not shift positions. `image_features`: `get_image_features(pixel_values)` computed
+        before, used instead of running the vision tower again (only when `pixel_values` are given)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -294,8 +296,10 @@ class MedRGModel(MedRGPreTrainedModel):
         if pixel_values is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids to find the <image> placeholders")
-            image_features, grid = self.get_image_features(pixel_values)
-            inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_features)
+            image_tokens, grid = (
+                image_features if image_features is not None else self.get_image_features(pixel_values)
+            )
+            inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_tokens)
         if position_ids is None and attention_mask is not None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
         kwargs.pop("return_dict", None)
@@ -404,6 +408,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         target_boxes_mask: torch.BoolTensor | None = None,
         grounding_pixel_values: torch.FloatTensor | None = None,
         image_sizes: torch.LongTensor | None = None,
+        image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
     ) -> MedRGOutput:
         r"""
@@ -421,6 +426,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             target_boxes_mask (`torch.BoolTensor` of shape `(batch, findings, boxes)`): which target boxes are real.
             grounding_pixel_values: input of the separate grounding encoder (default: `pixel_values`).
             image_sizes: original `(height, width)` per image from the processor; only post-processing uses it.
+            image_features: optional `get_image_features(pixel_values)` of these `pixel_values`, computed before
+                (projected tokens `(batch, num_image_tokens, hidden)`, grid `(batch, height, width, channels)`):
+                the vision tower is not run again (`generate_grounding` encodes each image once).
         """
         self._check_inputs(input_ids, inputs_embeds, target_boxes, target_boxes_mask)
         self._check_finite_pixels(pixel_values=pixel_values, grounding_pixel_values=grounding_pixel_values)
@@ -437,6 +445,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
             output_hidden_states=need_hidden,
+            image_features=image_features,
             **kwargs,
         )
         output = MedRGOutput(logits=outputs.logits, cache=outputs.cache)
@@ -569,11 +578,14 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         generate_kwargs.setdefault("do_sample", False)
+        # each image is encoded once: the generation's prefill and the grounding pass reuse these features
+        image_features = self.get_image_features(pixel_values)
         sequences = self.generate(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
+            image_features=image_features,
             **generate_kwargs,
         )
         if not torch.is_tensor(sequences):
@@ -589,6 +601,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             grounding_pixel_values=grounding_pixel_values,
             use_cache=False,
             logits_to_keep=1,
+            image_features=image_features,
         )
         boxes, scores, box_mask, positions = self._pad_generated_boxes(
             outputs, sequences.shape[0], prompt_length

@@ -157,11 +157,6 @@ def test_card_text_exists_in_one_place(folder):
     assert not _card_text_outside_template(folder)
 
 
-@pytest.mark.xfail(
-    reason="benchmarks/train_default_model.py (not this helper's file) still holds its own CARD: it should call "
-    "medrg.hub_cards.model_card.write_default_model_card(TARGET) instead of write_card",
-    strict=False,
-)
 def test_benchmark_writes_the_default_card_with_the_template():
     assert not _card_text_outside_template("benchmarks")
 

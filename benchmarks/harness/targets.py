@@ -1,0 +1,110 @@
+"""The issue's targets, evaluated from the section results: one row each (target, measured, met, load)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .common import md_table
+
+
+def _row(target: str, measured: Any, met: bool | None, load: Any, note: str = "") -> dict[str, Any]:
+    return {"target": target, "measured": measured, "met": met, "load_1min": load, "note": note}
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows for every target whose section ran; `met` is None where the measurement is missing."""
+    rows = []
+    inference = results.get("inference", {}).get("models", {})
+    default = inference.get("default")
+    if default:
+        load = default["load_1min"]
+        split = default["split_batch1_ms"]
+        share = split["box_decoder_plus_grounding_pass_percent"]
+        rows.append(
+            _row("box decoder + grounding pass <= 5% of a report's latency", f"{share}%", share <= 5, load)
+        )
+        big = default["throughput"]["batch_large"]
+        ratio = default["throughput"]["batch_large_over_batch1"]
+        rows.append(_row(f"batch {big} throughput >= 1.5x batch 1", f"{ratio}x", ratio >= 1.5, load))
+        p50 = default["batch1"]["p50_ms"]
+        rows.append(_row("default model p50 <= 40 ms per report", f"{p50} ms", p50 <= 40, load))
+        cold = default["cold_start"]
+        rows.append(
+            _row(
+                "import medrg <= 2 s",
+                f"{cold['import_medrg_s']} s",
+                cold["import_medrg_s"] <= 2,
+                cold["load_1min"],
+            )
+        )
+        rows.append(
+            _row(
+                "medrg --help <= 1 s",
+                f"{cold['medrg_help_s']} s",
+                cold["medrg_help_s"] <= 1,
+                cold["load_1min"],
+                f"bare python start {cold['python_bare_s']} s",
+            )
+        )
+        memory = default["memory"]
+        growth = memory["rss_growth_percent"]
+        rows.append(
+            _row(
+                f"RSS growth < 5% over {memory['calls_long']} calls (vs {memory['calls_short']})",
+                f"{growth}%",
+                growth < 5,
+                load,
+            )
+        )
+    small = inference.get("small")
+    if small:
+        p50 = small["batch1"]["p50_ms"]
+        rows.append(_row("medrg-small p50 <= 1 s per report", f"{p50} ms", p50 <= 1000, small["load_1min"]))
+    findings = results.get("scaling", {}).get("findings", [])
+    by_count = {r["findings"]: r for r in findings}
+    if 1 in by_count and 10 in by_count:
+        one, ten = by_count[1], by_count[10]
+        for mode, label in (("forced", "forced answer, all 10 grounded"), ("model", "model's own answer")):
+            ratio = ten[mode]["one_generation_ms"] / one[mode]["one_generation_ms"]
+            grounded = ten[mode]["one_generation_grounded"]
+            rows.append(
+                _row(
+                    f"10-finding report < 3x a 1-finding report ({label})",
+                    f"{ratio:.2f}x ({grounded}/10 grounded)",
+                    ratio < 3 and grounded == 10,
+                    ten["load_1min"],
+                )
+            )
+            speedup = ten[mode]["two_stage_over_one"]
+            rows.append(
+                _row(
+                    f"10 findings: one generation >= 3x faster than two-stage ({label})",
+                    f"{speedup}x ({grounded} vs {ten[mode]['two_stage_grounded']} grounded)",
+                    speedup >= 3 and grounded == 10,
+                    ten["load_1min"],
+                )
+            )
+    roofline = results.get("roofline")
+    if roofline:
+        batch8 = roofline["rows"][-1]
+        fraction = batch8["fraction_of_matmul"]
+        rows.append(
+            _row(
+                f"achieved FLOP/s >= 20% of matmul at batch {batch8['batch']}",
+                f"{100 * fraction:.3g}%",
+                fraction >= 0.2,
+                roofline["load_1min"],
+                f"{batch8['achieved_gflops']} of {roofline['matmul']['median_gflops']} GFLOP/s",
+            )
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    def met(value: bool | None) -> str:
+        return "n/a" if value is None else ("yes" if value else "no")
+
+    return md_table(
+        ["target", "measured", "met", "load 1-min", "note"],
+        [[r["target"], r["measured"], met(r["met"]), r["load_1min"], r["note"]] for r in rows],
+    )
