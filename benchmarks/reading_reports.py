@@ -27,7 +27,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "chestxray8"
 HANDWRITTEN = ROOT / "tests" / "data" / "handwritten_reports.jsonl"
 WRITERS = ("template", "gpt", "llama")
-KEYS = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou", "label_accuracy@0.5", "expected_calibration_error")
+KEYS = (
+    "accuracy@0.1",
+    "accuracy@0.3",
+    "accuracy@0.5",
+    "mean_iou",
+    "label_accuracy@0.5",
+    "expected_calibration_error",
+)
 
 
 def load_handwritten(path: Path = HANDWRITTEN) -> list[dict]:
@@ -100,11 +107,15 @@ def run_handwritten(pipe, images: list, threshold: float, images_per_report: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="default", help="MedRG folder or 'default'")
     parser.add_argument("--name", default=None, help="result name (default: the folder's name)")
     parser.add_argument("--data-dir", default=str(DATA))
-    parser.add_argument("--synthcxr-image-size", type=int, default=None, help="default: the model's input size")
+    parser.add_argument(
+        "--synthcxr-image-size", type=int, default=None, help="default: the model's input size"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
@@ -120,18 +131,28 @@ def main() -> None:
     result: dict = {"model": name, "threshold": threshold, "rows": [], "handwritten": None}
 
     for writer in WRITERS:
-        data = medrg.load_grounding_dataset("chestxray8", data_dir=args.data_dir, reports=writer, progress=False)
+        data = medrg.load_grounding_dataset(
+            "chestxray8", data_dir=args.data_dir, reports=writer, progress=False
+        )
         for method, target in (("prior (text only)", "prior"), (f"MedRG {name}", (model, processor))):
             started = time.perf_counter()
             report = evaluate_model(
-                target, data, split="validation", train_split="train", batch_size=args.batch_size,
+                target,
+                data,
+                split="validation",
+                train_split="train",
+                batch_size=args.batch_size,
                 show_progress=False,
             )
             seconds = time.perf_counter() - started
             metrics = report["metrics"]
-            row = {"data": f"ChestX-ray8 val, {writer} reports", "method": method,
-                   **{k: metrics.get(k) for k in KEYS}, "num_findings": metrics["num_findings"],
-                   "seconds_per_report": seconds / max(report["num_samples"], 1)}
+            row = {
+                "data": f"ChestX-ray8 val, {writer} reports",
+                "method": method,
+                **{k: metrics.get(k) for k in KEYS},
+                "num_findings": metrics["num_findings"],
+                "seconds_per_report": seconds / max(report["num_samples"], 1),
+            }
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
         if writer == "template":
@@ -141,15 +162,26 @@ def main() -> None:
             result["handwritten"] = run_handwritten(pipe, _val_images(data), threshold)
             print(json.dumps({k: v for k, v in result["handwritten"].items() if k != "failures"}), flush=True)
 
-    size = processor.image_processor.image_size if args.synthcxr_image_size is None else args.synthcxr_image_size
+    size = (
+        processor.image_processor.image_size if args.synthcxr_image_size is None else args.synthcxr_image_size
+    )
     synth = medrg.load_grounding_dataset(
-        "synthcxr", examples_per_split={"train": 3000, "validation": 50, "test": 300}, image_size=size, seed=0,
+        "synthcxr",
+        examples_per_split={"train": 3000, "validation": 50, "test": 300},
+        image_size=size,
+        seed=0,
         progress=False,
     )
     for method, target in (("prior (text only)", "prior"), (f"MedRG {name}", (model, processor))):
-        metrics = evaluate_model(target, synth, split="test", batch_size=args.batch_size, show_progress=False)["metrics"]
-        row = {"data": f"SynthCXR test ({size} px)", "method": method, **{k: metrics.get(k) for k in KEYS},
-               "num_findings": metrics["num_findings"]}
+        metrics = evaluate_model(
+            target, synth, split="test", batch_size=args.batch_size, show_progress=False
+        )["metrics"]
+        row = {
+            "data": f"SynthCXR test ({size} px)",
+            "method": method,
+            **{k: metrics.get(k) for k in KEYS},
+            "num_findings": metrics["num_findings"],
+        }
         result["rows"].append(row)
         print(json.dumps(row), flush=True)
 

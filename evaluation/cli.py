@@ -71,7 +71,9 @@ def parse_dataset_options(assignments: list[str]) -> dict[str, Any]:
         try:
             options[key] = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError as error:
-            raise ValueError(f"--dataset-option {assignment!r}: the value is not valid YAML ({error})") from None
+            raise ValueError(
+                f"--dataset-option {assignment!r}: the value is not valid YAML ({error})"
+            ) from None
     return options
 
 
@@ -151,5 +153,7 @@ def run(args: argparse.Namespace) -> int:
     print(metrics_table([(str(report["model"]), report["metrics"])]), end="")
     keys = ("accuracy@0.1", "accuracy@0.3", "accuracy@0.5", "mean_iou", "label_accuracy@0.5")
     headline = {k: report["metrics"].get(k) for k in keys}
-    print(json.dumps({"out": str(args.out), "split": split, "num_samples": report["num_samples"], **headline}))
+    print(
+        json.dumps({"out": str(args.out), "split": split, "num_samples": report["num_samples"], **headline})
+    )
     return 0

@@ -42,6 +42,8 @@ _LAZY = {
     "load_grounding_dataset": "medrg.processing.data",
     "MedRGDataCollator": "medrg.training.collator",
     "load_medrg": "medrg.loading",
+    "load_pipeline": "medrg.hub",
+    "save_hub_folder": "medrg.hub",
 }
 _LAZY_MODULES = ("hub", "evaluation", "processing", "modeling_medrg", "training", "loading", "overlay")
 
@@ -116,7 +118,9 @@ def _register_image_processor() -> None:
     from medrg.modeling_medrg.configuration_medrg import MedRGConfig
     from medrg.processing.image_processing_medrg import MedRGImageProcessor
 
-    AutoImageProcessor.register(MedRGConfig, image_processor_classes={"pil": MedRGImageProcessor}, exist_ok=True)
+    AutoImageProcessor.register(
+        MedRGConfig, image_processor_classes={"pil": MedRGImageProcessor}, exist_ok=True
+    )
     MedRGImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
@@ -143,7 +147,10 @@ def _register_pipeline() -> None:
     # of the registry entry only: `Pipeline.save_pretrained` writes the class's own entry into a saved
     # config.json, which must not carry this installation's local path.
     entry = PIPELINE_REGISTRY.supported_tasks[TASK]
-    PIPELINE_REGISTRY.supported_tasks[TASK] = {**entry, "default": {"model": (str(DEFAULT_MODEL_DIR), "main")}}
+    PIPELINE_REGISTRY.supported_tasks[TASK] = {
+        **entry,
+        "default": {"model": (str(DEFAULT_MODEL_DIR), "main")},
+    }
 
 
 _AUTO = "transformers.models.auto."
@@ -224,7 +231,9 @@ class _RegistrationHook:
     """A `sys.meta_path` finder that only wraps the loaders of ``transformers`` and ``medrg`` modules."""
 
     def find_spec(self, fullname: str, path=None, target=None):
-        if not _PENDING or not (fullname.startswith(("transformers.", "medrg.")) or fullname == "transformers"):
+        if not _PENDING or not (
+            fullname.startswith(("transformers.", "medrg.")) or fullname == "transformers"
+        ):
             return None
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)
@@ -270,5 +279,7 @@ __all__ = [
     "build_tiny_medrg",
     "load_grounding_dataset",
     "load_medrg",
+    "load_pipeline",
     "register",
+    "save_hub_folder",
 ]

@@ -14,7 +14,10 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 def require_default_model() -> Path:
     """The folder of the embedded default model; a clear error if its weights are not there."""
-    if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file() or not (DEFAULT_MODEL_DIR / "config.json").is_file():
+    if (
+        not (DEFAULT_MODEL_DIR / "model.safetensors").is_file()
+        or not (DEFAULT_MODEL_DIR / "config.json").is_file()
+    ):
         raise FileNotFoundError(
             f"The embedded default model is missing from {DEFAULT_MODEL_DIR} (no model.safetensors/config.json); "
             "pass --model DIR or reinstall medrg"

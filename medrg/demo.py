@@ -104,10 +104,16 @@ def build_demo(model: Any = "default", *, threshold: float | None = None, trust_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="default", help="MedRG model folder, or 'default' (embedded model)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument(
+        "--model", default="default", help="MedRG model folder, or 'default' (embedded model)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--threshold", type=float, default=None, help="confidence threshold (default: pipeline's)")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="confidence threshold (default: pipeline's)"
+    )
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="run the model folder's own code (default: never)"
     )

@@ -74,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is a file; expected a folder to write the Hub folder into")
     model_dir = Path(args.model)
-    if args.model != "default" and out.exists() and model_dir.exists() and out.resolve() == model_dir.resolve():
+    if (
+        args.model != "default"
+        and out.exists()
+        and model_dir.exists()
+        and out.resolve() == model_dir.resolve()
+    ):
         raise ValueError(f"--out {args.out} is the --model folder itself; write the Hub folder elsewhere")
     metrics = read_card_metrics(args.card_metrics) if args.card_metrics else None
 

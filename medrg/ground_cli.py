@@ -25,7 +25,9 @@ OVERLAY_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--image", required=True, help="X-ray image file: PNG/JPEG (8 or 16 bit) or DICOM (.dcm or DICM marker)"
+        "--image",
+        required=True,
+        help="X-ray image file: PNG/JPEG (8 or 16 bit) or DICOM (.dcm or DICM marker)",
     )
     report = parser.add_mutually_exclusive_group(required=True)
     report.add_argument("--report", help="the free-text report")
@@ -40,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="drop boxes below this confidence in [0, 1] (default: the pipeline's DEFAULT_THRESHOLD, "
-        "medrg.processing.pipeline_medrg); 0 keeps every phrase's best box",
+        "medrg.processing.pipeline_medrg); 0 keeps every box",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=1,
+        help="boxes per phrase, best first (default 1; the model has K hypotheses)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=64, help="generation budget (tokens)")
     parser.add_argument(
@@ -50,7 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print only the records, as a JSON list")
     parser.add_argument(
-        "--overlay", default=None, metavar="OUT.png", help="also write the image with boxes, phrases and scores"
+        "--overlay",
+        default=None,
+        metavar="OUT.png",
+        help="also write the image with boxes, phrases and scores",
     )
 
 
@@ -63,7 +74,9 @@ def read_report(report: str | None, report_file: str | None) -> str:
         try:
             report = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
-            raise ValueError(f"report file {report_file} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+            raise ValueError(
+                f"report file {report_file} is not UTF-8 text ({error.reason} at byte {error.start})"
+            ) from None
         source = f"report file {report_file}"
     else:
         source = "--report"
@@ -88,6 +101,8 @@ def check_options(args: argparse.Namespace) -> None:
     """Check the numeric options and the overlay path before anything heavy is loaded."""
     if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
         raise ValueError(f"--threshold must be a confidence in [0, 1], got {args.threshold}")
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be a positive number of boxes per phrase, got {args.top_k}")
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be a positive number of tokens, got {args.max_new_tokens}")
     if args.overlay is not None:
@@ -134,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         [{"image": image, "report": report}],
         batch_size=1,
         threshold=threshold,
+        top_k=args.top_k,
         max_new_tokens=args.max_new_tokens,
     )
     if args.overlay is not None:

@@ -13,7 +13,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # colour-blind-safe (Okabe-Ito), on a grey X-ray
-PALETTE = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0), (204, 121, 167))
+PALETTE = (
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+)
 MIN_SIDE = 768  # smaller images are enlarged (nearest neighbour) so that text stays legible, pixels
 
 

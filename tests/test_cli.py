@@ -45,7 +45,11 @@ def expected(default_model):
     model, processor = default_model
     report = REPORT_FILE.read_text(encoding="utf-8")
     (records,) = predict_groundings(
-        model, processor, [{"image": Image.open(IMAGE), "report": report}], batch_size=1, threshold=DEFAULT_THRESHOLD
+        model,
+        processor,
+        [{"image": Image.open(IMAGE), "report": report}],
+        batch_size=1,
+        threshold=DEFAULT_THRESHOLD,
     )
     assert records, "the default model grounds the example report (test precondition)"
     return records
@@ -156,7 +160,9 @@ def test_ground_text_output_names_model_threshold_and_findings(expected, capsys)
     for line, record in zip(lines[1:], expected):
         assert line.startswith(f"{record['label']!r}: score {record['score']:.2f}, box [")
     # threshold 1.0 drops every box (a phrase's best box included)
-    out = _run(capsys, ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE), "--threshold", "1"])
+    out = _run(
+        capsys, ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE), "--threshold", "1"]
+    )
     assert out.splitlines()[1:] == ["No finding grounded."]
 
 
@@ -194,7 +200,7 @@ def test_ground_reads_dicom_by_suffix_and_by_marker(tmp_path, capsys):
 def test_overlay_handles_16_bit_arrays_small_images_and_boxes_outside():
     from medrg.overlay import PALETTE, draw_groundings
 
-    image = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 12)  # 16-bit range
+    image = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 12  # 16-bit range
     records = [
         {"label": "nodule", "score": 0.9, "box": {"xmin": 10.0, "ymin": 20.0, "xmax": 30.0, "ymax": 40.0}},
         {"label": "effusion", "score": 0.4, "box": {"xmin": -5.0, "ymin": 50.0, "xmax": 200.0, "ymax": 90.0}},
@@ -216,7 +222,13 @@ def test_demo_findings_table_rounds_scores_and_boxes():
     from medrg.demo import findings_table
 
     rows = findings_table(
-        [{"label": "mass", "score": 0.71649, "box": {"xmin": 159.4, "ymin": 82.0, "xmax": 208.6, "ymax": 127.2}}]
+        [
+            {
+                "label": "mass",
+                "score": 0.71649,
+                "box": {"xmin": 159.4, "ymin": 82.0, "xmax": 208.6, "ymax": 127.2},
+            }
+        ]
     )
     assert rows == [["mass", 0.716, "[159, 82, 209, 127]"]]
 
@@ -226,7 +238,15 @@ def test_export_writes_a_hub_folder_with_card_metrics(tmp_path, expected, capsys
     metrics = {"chestxray8_validation": {"accuracy@0.5": 0.25, "mean_iou": 0.3125}}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     out = tmp_path / "hub"
-    argv = ["export", "--model", "default", "--out", str(out), "--card-metrics", str(tmp_path / "metrics.json")]
+    argv = [
+        "export",
+        "--model",
+        "default",
+        "--out",
+        str(out),
+        "--card-metrics",
+        str(tmp_path / "metrics.json"),
+    ]
     assert main(argv) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out}: ")
     config = json.loads((out / "config.json").read_text())
@@ -264,7 +284,9 @@ def test_evaluate_choose_split():
         "default: dataset 'chestxray8' has no test split",
     )
     assert choose_split(["train", "validation"], "train", "chestxray8") == ("train", "as requested")
-    with pytest.raises(ValueError, match=r"has no test or validation split \(splits: \['train'\]\); pass --split"):
+    with pytest.raises(
+        ValueError, match=r"has no test or validation split \(splits: \['train'\]\); pass --split"
+    ):
         choose_split(["train"], None, "jsonl")
 
 

@@ -95,11 +95,16 @@ def test_separate_grounding_encoder_config():
     assert config.grounding_vision_config.model_type == "resnet"
 
 
-def test_saved_config_without_phrase_fields_loads_with_the_former_constants():
-    """The shipped default model's config.json predates the phrase-attention fields: it gets 32 and 0.25, the
-    constants the code had, so its outputs do not change."""
-    loaded = MedRGConfig.from_pretrained(medrg.DEFAULT_MODEL_DIR)
-    assert "phrase_max_distance" not in (medrg.DEFAULT_MODEL_DIR / "config.json").read_text()
+def test_saved_config_without_phrase_fields_loads_with_the_former_constants(tmp_path):
+    """A config.json saved before the phrase-attention fields existed gets 32 and 0.25, the constants the code had,
+    so such a model's outputs do not change."""
+    import json
+
+    data = json.loads((medrg.DEFAULT_MODEL_DIR / "config.json").read_text())
+    for key in ("phrase_max_distance", "phrase_recency_slope"):
+        data.pop(key, None)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    loaded = MedRGConfig.from_pretrained(tmp_path)
     assert (loaded.phrase_max_distance, loaded.phrase_recency_slope) == (32, 0.25)
 
 

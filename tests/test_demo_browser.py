@@ -34,7 +34,9 @@ def _browser() -> tuple[str, str]:
     if missing:
         pytest.skip(f"demo browser test needs {', '.join(missing)} (pip install 'medrg[demo]' selenium)")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
+    )
     if chromium is None or driver is None:
         pytest.skip("no headless browser: apt-get install chromium chromium-driver (Debian) for this test")
     return chromium, driver
@@ -118,13 +120,21 @@ def test_demo_in_headless_chromium_shows_the_findings_and_the_overlay(demo_url, 
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1150"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1150",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     try:
         driver.get(demo_url)
         wait = WebDriverWait(driver, 60)
-        upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#medrg-image input[type=file]")))
+        upload = wait.until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, "#medrg-image input[type=file]"))
+        )
         upload.send_keys(str(IMAGE))
         text_area = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#medrg-report textarea")))
         text_area.send_keys(report)

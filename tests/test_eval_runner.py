@@ -189,11 +189,13 @@ def test_cli(toy, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data, "load_grounding_dataset", fake_loader, raising=False)
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
     args = parser.parse_args(
-        ["--model", "prior", "--dataset", "toy", "--data-dir", "/x", "--out", str(tmp_path)]
+        ["--model", "prior", "--dataset", "toy", "--data-dir", str(data_dir), "--out", str(tmp_path)]
     )
     assert cli.run(args) == 0
-    assert loaded == {"name": "toy", "data_dir": "/x"}
+    assert loaded == {"name": "toy", "data_dir": str(data_dir)}
     assert json.loads((tmp_path / "metrics.json").read_text())["dataset"] == "toy"
     assert "accuracy@0.5" in capsys.readouterr().out
 

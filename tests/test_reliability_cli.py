@@ -177,7 +177,16 @@ def test_debug_shows_the_traceback_in_process(files):
 
 def test_console_script_one_line_and_debug_traceback(files):
     script = shutil.which("medrg") or str(Path(sys.executable).with_name("medrg"))
-    argv = [script, "ground", "--image", str(files["x.png"]), "--report", "Nodule.", "--model", "missing-folder"]
+    argv = [
+        script,
+        "ground",
+        "--image",
+        str(files["x.png"]),
+        "--report",
+        "Nodule.",
+        "--model",
+        "missing-folder",
+    ]
     plain = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert plain.returncode == 1 and plain.stdout == ""
     assert plain.stderr.splitlines() == [

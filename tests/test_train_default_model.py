@@ -58,7 +58,9 @@ def test_default_model_folder_is_a_pure_artefact():
     allowed_suffixes = {".safetensors", ".json", ".md", ".txt", ".png"}
     files = [p for p in FOLDER.iterdir() if p.is_file()]
     assert files, "the default model folder is empty"
-    assert not [p.name for p in files if p.suffix == ".py"], "hub code is committed in the default model folder"
+    assert not [p.name for p in files if p.suffix == ".py"], (
+        "hub code is committed in the default model folder"
+    )
     assert {p.suffix for p in files} <= allowed_suffixes, sorted(p.name for p in files)
     for name in ("config.json", "processor_config.json", "tokenizer_config.json"):
         if (FOLDER / name).is_file():

@@ -74,18 +74,18 @@ def test_exported_folder_runs_in_the_pipeline(tmp_path):
     import json
 
     import numpy as np
-    from transformers import pipeline
 
     summary = train(run_config(tmp_path, training={"max_steps": 1}))
     folder = summary["export_dir"]
     config = json.loads((tmp_path / "final" / "config.json").read_text())
-    assert (
-        "AutoModel" in config["auto_map"] and "custom_pipelines" not in config
-    )  # no trust_remote_code needed
+    # the one hub-folder writer: auto_map + custom_pipelines, so the folder also works without medrg
+    assert "AutoModel" in config["auto_map"] and "report-grounding" in config["custom_pipelines"]
     assert (tmp_path / "final" / "modeling_medrg.py").is_file() and (
         tmp_path / "final" / "README.md"
     ).is_file()
-    pipe = pipeline("report-grounding", model=folder)
+    import medrg
+
+    pipe = medrg.load_pipeline(folder)  # with medrg installed: the installed code, not the folder's
     image = (np.random.RandomState(0).rand(80, 96) * 255).astype(np.uint8)
     records = pipe(image, report="Small nodule in the right upper zone.", max_new_tokens=8)
     assert isinstance(records, list)
