@@ -211,7 +211,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def convert_efficientnet_lite0(out_dir: str | os.PathLike, weights_path: str | os.PathLike | None = None) -> Path:
+def convert_efficientnet_lite0(
+    out_dir: str | os.PathLike, weights_path: str | os.PathLike | None = None
+) -> Path:
     """Write EfficientNet-Lite0 as a transformers folder: `config.json` (model_type `efficientnet`),
     `model.safetensors`, `medrg_conversion.json` (source file and SHA-256, conversion version, normalisation).
 
@@ -280,7 +282,8 @@ def efficientnet_lite0_folder(cache_dir: str | os.PathLike | None = None) -> Pat
         try:
             os.replace(staging, folder)
         except OSError:
-            if not _is_current(folder, source_sha):  # another process won the race with a complete folder: fine
+            # another process may have won the race with a complete folder: fine
+            if not _is_current(folder, source_sha):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -312,7 +315,9 @@ def resolve_backbones(
     if text_model in TEXT_BACKBONES:
         folder, gguf = smollm2_folder()
         if gguf_file not in (None, gguf):
-            raise ValueError(f"model.gguf_file {gguf_file!r} does not belong to text_model {text_model!r} ({gguf})")
+            raise ValueError(
+                f"model.gguf_file {gguf_file!r} does not belong to text_model {text_model!r} ({gguf})"
+            )
         resolved.update(text_model=str(folder), gguf_file=gguf)
     if vision_model in VISION_BACKBONES:
         resolved["vision_model"] = str(efficientnet_lite0_folder(cache_dir))

@@ -78,6 +78,21 @@ def _local_paths(out: Path) -> list[str]:
     return sorted((c for c in candidates if len(c) > 1), key=len, reverse=True)
 
 
+def _drop_local_names(data: dict) -> bool:
+    """Delete path-valued name keys from `data` and its nested mappings (`text_config`, `vision_config`, ...: a
+    model built from local backbone folders keeps their paths there); True when something was deleted."""
+    changed = False
+    for key in ("_name_or_path", "name_or_path", "processor_class_path"):
+        value = data.get(key)
+        if isinstance(value, str) and (os.path.isabs(value) or value.startswith(("~", "."))):
+            del data[key]
+            changed = True
+    for value in data.values():
+        if isinstance(value, dict):
+            changed = _drop_local_names(value) or changed
+    return changed
+
+
 def _strip_local_paths(out: Path) -> None:
     """Drop `_name_or_path`-style keys that hold absolute paths from the folder's JSON files."""
     for path in out.glob("*.json"):
@@ -85,15 +100,7 @@ def _strip_local_paths(out: Path) -> None:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             continue
-        if not isinstance(data, dict):
-            continue
-        changed = False
-        for key in ("_name_or_path", "name_or_path", "processor_class_path"):
-            value = data.get(key)
-            if isinstance(value, str) and (os.path.isabs(value) or value.startswith(("~", "."))):
-                del data[key]
-                changed = True
-        if changed:
+        if isinstance(data, dict) and _drop_local_names(data):
             path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

