@@ -98,3 +98,47 @@ def tiny_train_config(output_dir, train_examples: int = 32, validation_examples:
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
     return config
+
+
+DICOM_IDENTIFYING_TAGS = ("Doe^Jane", "SECRET-PID-123", "19990101", "St Elsewhere")
+
+
+def write_dicom(path, pixels, photometric="MONOCHROME2", *, slope=None, intercept=None, window=None):
+    """A minimal secondary-capture DICOM (with identifying tags that must never reach an output).
+
+    `pixels` `(H, W)` or `(F, H, W)` (frames): uint8 is written as 8-bit, anything else as 12-bit in uint16;
+    `slope`/`intercept` are the rescale tags, `window` = (centre, width) the VOI tags. Returns the path.
+    """
+    from pathlib import Path
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    path = Path(path)
+    pixels = np.asarray(pixels)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.StudyDate, ds.InstitutionName = DICOM_IDENTIFYING_TAGS
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    if pixels.dtype == np.uint8:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    else:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        pixels = pixels.astype(np.uint16)
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -168,25 +168,13 @@ def test_ground_text_output_names_model_threshold_and_findings(expected, capsys)
 
 def test_ground_reads_dicom_by_suffix_and_by_marker(tmp_path, capsys):
     pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from conftest import write_dicom
 
     pixels = np.asarray(Image.open(IMAGE), dtype=np.float64)
     pixels = np.round((pixels - pixels.min()) / (pixels.max() - pixels.min()) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "full_range.png")  # DICOM display is min-max stretched: match it
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns = "CR", *pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(tmp_path / "study.dcm", enforce_file_format=True)
-    ds.save_as(tmp_path / "IM0001", enforce_file_format=True)  # no suffix: recognised by the DICM marker
+    write_dicom(tmp_path / "study.dcm", pixels)
+    write_dicom(tmp_path / "IM0001", pixels)  # no suffix: recognised by the DICM marker
     results = {}
     for name in ("full_range.png", "study.dcm", "IM0001"):
         argv = ["ground", "--image", str(tmp_path / name), "--report-file", str(REPORT_FILE), "--json"]

@@ -10,38 +10,11 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 
+from conftest import DICOM_IDENTIFYING_TAGS as SECRET  # noqa: E402
+from conftest import write_dicom  # noqa: E402
 from medrg.processing.data import DataFormatError, load_grounding_dataset  # noqa: E402
 from medrg.processing.data.common import keyed_id  # noqa: E402
 from medrg.processing.data.dicom import dicom_to_uint8, read_dicom_image  # noqa: E402
-
-SECRET = ("Doe^Jane", "SECRET-PID-123", "19990101", "St Elsewhere")
-
-
-def write_dicom(
-    path: Path, arr: np.ndarray, photometric="MONOCHROME2", slope=None, intercept=None, window=None
-):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID, ds.StudyDate, ds.InstitutionName = SECRET
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = arr.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
 
 
 def gradient(h=64, w=64):

@@ -6,12 +6,11 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import xray_like
+from conftest import write_dicom, xray_like
 from medrg.processing.image_processing_medrg import load_image
 from PIL import Image
 from transformers import pipeline
@@ -27,30 +26,6 @@ def pipe(tiny):
 
 def pixels(processor, image, report: str = REPORT) -> torch.Tensor:
     return processor(images=image, text=report)["pixel_values"]
-
-
-def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2") -> Path:
-    """A minimal secondary-capture DICOM with identifying tags; `frames` `(H, W)` or `(F, H, W)` uint16."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID = "Doe^Jane", "SECRET-PID-123"
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = frames.shape[-2:]
-    if frames.ndim == 3:
-        ds.NumberOfFrames = frames.shape[0]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = frames.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def ramp(height: int = 40, width: int = 50) -> np.ndarray:
