@@ -39,7 +39,8 @@ def predict_groundings(
     batch_size: int = 16,
     threshold: float = 0.0,
     top_k: int | None = 1,
-    max_new_tokens: int = 64,
+    max_new_tokens: int | None = None,
+    guided: bool = True,
 ) -> list[list[dict]]:
     """Ground every row's report in its image with ``model`` and ``processor``.
 
@@ -53,7 +54,10 @@ def predict_groundings(
         threshold: drop boxes whose confidence is below this (0 keeps every box, which the metrics need).
         top_k: boxes per phrase, best first (default 1: the box a user is shown, so accuracy@t is a top-1
             accuracy as in the papers; None gives every hypothesis, which turns accuracy@t into best-of-K).
-        max_new_tokens: generation budget per report.
+        max_new_tokens: generation budget per report (None: the pipeline's default, 64 or what a guided answer
+            needs if more).
+        guided: report-guided decoding (the pipeline's default): the answer names only the findings the
+            report states, each once, all of them. False: the model writes freely (its raw reading).
 
     Returns:
         One list per row (same order, same length as ``rows``) of records
@@ -75,8 +79,9 @@ def predict_groundings(
     try:
         # device=the model's device: a Pipeline built without one moves the model to cuda:0.
         pipe = ReportGroundingPipeline(model=model, processor=processor, device=_model_device(model))
+        options = {"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}
         outputs = pipe(
-            inputs, batch_size=batch_size, threshold=threshold, top_k=top_k, max_new_tokens=max_new_tokens
+            inputs, batch_size=batch_size, threshold=threshold, top_k=top_k, guided=guided, **options
         )
     finally:
         model.train(was_training)

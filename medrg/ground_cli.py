@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="boxes per phrase, best first (default 1; the model has K hypotheses)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation budget (tokens)")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation budget in tokens (default: 64, or what the report-guided answer needs if more)",
+    )
+    parser.add_argument(
+        "--free",
+        action="store_true",
+        help="let the model write its answer freely (default: report-guided, naming only the findings the report "
+        "states, each once and all of them)",
+    )
     parser.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -103,7 +116,7 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--threshold must be a confidence in [0, 1], got {args.threshold}")
     if args.top_k < 1:
         raise ValueError(f"--top-k must be a positive number of boxes per phrase, got {args.top_k}")
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be a positive number of tokens, got {args.max_new_tokens}")
     if args.overlay is not None:
         overlay = Path(args.overlay)
@@ -136,22 +149,43 @@ def run(args: argparse.Namespace) -> int:
 
     from transformers.utils import logging as hf_logging
 
-    from medrg.evaluation.prediction import predict_groundings
     from medrg.loading import load_medrg
-    from medrg.processing.pipeline_medrg import DEFAULT_THRESHOLD
+    from medrg.processing.pipeline_medrg import DEFAULT_THRESHOLD, ReportGroundingPipeline
 
     hf_logging.disable_progress_bar()  # stderr stays for errors (one line each)
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     model, processor = load_medrg(args.model, trust_remote_code=args.trust_remote_code)
-    (records,) = predict_groundings(
-        model,
-        processor,
-        [{"image": image, "report": report}],
-        batch_size=1,
-        threshold=threshold,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-    )
+    model.eval()
+    pipe = ReportGroundingPipeline(model=model, processor=processor, device=model.device)
+    options = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the truncation is reported below, once
+        status = pipe(
+            image,
+            report=report,
+            threshold=threshold,
+            top_k=args.top_k,
+            guided=not args.free,
+            return_status=True,
+            **options,
+        )
+    records = status["findings"]
+    if status["report_truncated"]:
+        print(
+            f"note: the report is longer than the model's max_length ({processor.max_length} tokens) and was "
+            "truncated for the model"
+            + (
+                "; the findings to ground were still read from the whole report (report-guided)"
+                if not args.free
+                else ""
+            ),
+            file=sys.stderr,
+        )
+    if not status["finished"]:
+        print(
+            "note: the answer was cut off by --max-new-tokens before it finished: the findings may be incomplete",
+            file=sys.stderr,
+        )
     if args.overlay is not None:
         from medrg.overlay import draw_groundings
 

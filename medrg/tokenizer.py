@@ -136,7 +136,7 @@ def radiology_corpus(num_reports: int = CORPUS_REPORTS) -> list[str]:
     """The deterministic training corpus: prompt/answer templates, ``num_reports`` varied reports with their
     answers, and the ordinary word list."""
     from medrg.processing.data.report_text import Finding, write_report
-    from medrg.processing.data.vocabulary import CATEGORY_TERMS
+    from medrg.processing.vocabulary_medrg import CATEGORY_TERMS
 
     lines = [REPORT_PREFIX.format(instruction=DEFAULT_INSTRUCTION) + ANSWER_PREFIX, DEFAULT_NO_FINDING_ANSWER]
     categories = sorted(CATEGORY_TERMS)

@@ -3,6 +3,7 @@ turns the LM's hidden state at every `<BOX>` into K boxes with confidences."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,9 @@ class MedRGOutput(ModelOutput):
         box_token_positions (`torch.LongTensor` of shape `(num_box_tokens,)`): the sequence position of each `<BOX>`.
         intermediate_boxes (`torch.FloatTensor` of shape `(layers + 1, num_box_tokens, K, 4)`): the first,
             guess (one global look at the image) and every decoder layer's boxes.
+        hidden_states (`tuple[torch.FloatTensor]`): with `output_hidden_states=True`, the LM's hidden states per
+            layer `(batch, positions, hidden)` at the positions `logits` covers (all, or the last `logits_to_keep`;
+            generation keeps 1, so each step holds only the state of the token it was fed).
     """
 
     loss: torch.FloatTensor | None = None
@@ -55,6 +59,7 @@ class MedRGOutput(ModelOutput):
     box_batch_index: torch.LongTensor | None = None
     box_token_positions: torch.LongTensor | None = None
     intermediate_boxes: torch.FloatTensor | None = None
+    hidden_states: tuple | None = None
 
 
 @dataclass
@@ -434,7 +439,8 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         self._check_finite_pixels(pixel_values=pixel_values, grounding_pixel_values=grounding_pixel_values)
         box_positions = self._find_box_tokens(input_ids, attention_mask, pixel_values, grounding_pixel_values)
         need_hidden = box_positions is not None and (box_positions.shape[0] > 0 or target_boxes is not None)
-        kwargs.pop("output_hidden_states", None)
+        # asked for by generate(output_hidden_states=True) (generate_grounding reads the <BOX> states from there)
+        return_hidden = bool(kwargs.pop("output_hidden_states", False))
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -444,11 +450,15 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
-            output_hidden_states=need_hidden,
+            output_hidden_states=need_hidden or return_hidden,
             image_features=image_features,
             **kwargs,
         )
         output = MedRGOutput(logits=outputs.logits, cache=outputs.cache)
+        if return_hidden:
+            # the positions of `logits` only: a generation step then keeps one state per layer, not the prompt's
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            output.hidden_states = tuple(state[:, keep] for state in outputs.hidden_states)
         if need_hidden:
             grid = self.model.get_grounding_features(
                 pixel_values, outputs.image_features_grid, grounding_pixel_values
@@ -570,17 +580,25 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
     ) -> MedRGGroundingOutput:
         """Greedy-generate the answer (phrases with `<BOX>`), then ground every generated `<BOX>`.
 
-        The boxes come from one teacher-forced pass over prompt + answer, exactly as in training, so a `<BOX>`
-        that is the last generated token is grounded too. Returns padded tensors (see [`MedRGGroundingOutput`]):
-        `pred_boxes` `(B, N, K, 4)`, `pred_scores` `(B, N, K)`, `box_mask` `(B, N)`, `box_token_positions`
-        `(B, N)` and `finished` `(B,)` (False: cut off by `max_new_tokens`).
+        The LM's last hidden state at each generated `<BOX>` is taken from the generation itself (the decoding
+        step that is fed the `<BOX>`), so there is no second pass over prompt + answer; a `<BOX>` that is the last
+        generated token (cut off by `max_new_tokens`) gets its state from one more cached decoding step. The box
+        decoder reads these states, the input embeddings of prompt + answer and the image features computed once
+        for the prefill, which gives the boxes of a teacher-forced pass as in training. Decoding strategies whose
+        steps do not follow the returned sequences (beam search, assisted decoding) fall back to that
+        teacher-forced pass. Returns padded tensors (see [`MedRGGroundingOutput`]): `pred_boxes` `(B, N, K, 4)`,
+        `pred_scores` `(B, N, K)`, `box_mask` `(B, N)`, `box_token_positions` `(B, N)` and `finished` `(B,)`
+        (False: cut off by `max_new_tokens`).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         generate_kwargs.setdefault("do_sample", False)
-        # each image is encoded once: the generation's prefill and the grounding pass reuse these features
+        # each image is encoded once: the generation's prefill and the grounding reuse these features
         image_features = self.get_image_features(pixel_values)
-        sequences = self.generate(
+        one_pass = self._steps_follow_sequences(generate_kwargs)
+        if one_pass:
+            generate_kwargs = self._with_step_hidden_states(generate_kwargs)
+        generated = self.generate(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
@@ -588,23 +606,29 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             image_features=image_features,
             **generate_kwargs,
         )
-        if not torch.is_tensor(sequences):
-            sequences = sequences.sequences
+        sequences = generated if torch.is_tensor(generated) else generated.sequences
         prompt_length = input_ids.shape[1]
         is_eos = self._is_eos(sequences[:, prompt_length:])
         # 1 up to and including the first EOS, 0 after it
         generated_mask = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long() == 0).long()
-        outputs = self(
-            input_ids=sequences,
-            pixel_values=pixel_values,
-            attention_mask=torch.cat((attention_mask.long(), generated_mask), dim=1),
-            grounding_pixel_values=grounding_pixel_values,
-            use_cache=False,
-            logits_to_keep=1,
-            image_features=image_features,
-        )
+        full_mask = torch.cat((attention_mask.long(), generated_mask), dim=1)
+        outputs = None
+        if one_pass:
+            outputs = self._ground_from_generation(
+                generated,
+                attention_mask,
+                full_mask,
+                prompt_length,
+                pixel_values,
+                grounding_pixel_values,
+                image_features,
+            )
+        if outputs is None:
+            outputs = self._ground_teacher_forced(
+                sequences, pixel_values, full_mask, grounding_pixel_values, image_features
+            )
         boxes, scores, box_mask, positions = self._pad_generated_boxes(
-            outputs, sequences.shape[0], prompt_length
+            outputs, sequences.shape[0], prompt_length, device=sequences.device
         )
         return MedRGGroundingOutput(
             sequences=sequences,
@@ -615,6 +639,141 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             box_mask=box_mask,
             box_token_positions=positions,
             finished=is_eos.any(dim=1),
+        )
+
+    def _steps_follow_sequences(self, generate_kwargs: dict) -> bool:
+        """Whether generation step t is fed token t-1 of the returned sequences (greedy or sampling, one
+        sequence per input): then the `<BOX>` states can be read from the steps' hidden states."""
+        config = generate_kwargs.get("generation_config") or self.generation_config
+
+        def setting(name, default):
+            value = generate_kwargs.get(name, getattr(config, name, default))
+            return default if value is None else value
+
+        return (
+            setting("num_beams", 1) == 1
+            and setting("num_return_sequences", 1) == 1
+            and generate_kwargs.get("assistant_model") is None
+            and setting("prompt_lookup_num_tokens", None) is None
+            and generate_kwargs.get("custom_generate") is None
+        )
+
+    @staticmethod
+    def _with_step_hidden_states(generate_kwargs: dict) -> dict:
+        """`generate_kwargs` that make `generate` return a dict with each step's hidden states and the cache
+        (whatever the caller set for these; a caller's `generation_config` is copied, not changed)."""
+        generate_kwargs = dict(generate_kwargs)
+        if generate_kwargs.get("generation_config") is not None:
+            # setting these as kwargs next to a generation_config is deprecated in transformers
+            config = copy.deepcopy(generate_kwargs["generation_config"])
+            config.output_hidden_states = True
+            config.return_dict_in_generate = True
+            generate_kwargs["generation_config"] = config
+            generate_kwargs.pop("output_hidden_states", None)
+            generate_kwargs.pop("return_dict_in_generate", None)
+        else:
+            generate_kwargs["output_hidden_states"] = True
+            generate_kwargs["return_dict_in_generate"] = True
+        return generate_kwargs
+
+    def _ground_from_generation(
+        self,
+        generated,
+        prompt_mask: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt_length: int,
+        pixel_values: torch.Tensor,
+        grounding_pixel_values: torch.Tensor | None,
+        image_features: tuple[torch.Tensor, torch.Tensor],
+    ) -> MedRGOutput | None:
+        """Boxes of the generated `<BOX>` from the generation's own hidden states (see `generate_grounding`);
+        None when the generation output does not allow it (the caller then runs the teacher-forced pass).
+
+        `prompt_mask` is the prompt's attention mask, `attention_mask` the one of prompt + answer (0 after EOS)."""
+        sequences = generated.sequences
+        steps = getattr(generated, "hidden_states", None)
+        batch, length = sequences.shape
+        num_generated = length - prompt_length
+        if steps is None or len(steps) != num_generated:
+            return None
+        is_box = (sequences == self.config.box_token_id) & attention_mask.bool()
+        is_box[:, :prompt_length] = False  # the prompt's <BOX> are not part of the answer
+        box_positions = is_box.nonzero()
+        output = MedRGOutput()
+        if box_positions.shape[0] == 0:
+            return output
+        # decoding step t (t >= 1) is fed generated token t - 1: its last-layer state at the last position
+        last_states = [step[-1][:, -1] for step in steps[1:]]
+        if bool(is_box[:, -1].any()):
+            # a <BOX> as the last generated token was never fed: one more cached step gives its state
+            state = self._state_of_last_token(generated, prompt_mask, num_generated)
+            if state is None:
+                return None
+            last_states.append(state)
+        states = torch.stack(last_states, dim=1)  # (batch, generated tokens with a state, hidden)
+        hidden = states.new_zeros(batch, length, states.shape[-1])
+        hidden[:, prompt_length : prompt_length + states.shape[1]] = states
+        # the box decoder's phrase read-out takes the input embeddings of prompt + answer, images merged in
+        image_tokens, vision_grid = image_features
+        embeddings = self.model.merge_image_features(
+            sequences, self.get_input_embeddings()(sequences), image_tokens
+        )
+        grid = self.model.get_grounding_features(pixel_values, vision_grid, grounding_pixel_values)
+        self._decode_boxes(
+            output,
+            MedRGModelOutputWithPast(hidden_states=(hidden,), inputs_embeds=embeddings),
+            attention_mask,
+            box_positions,
+            grid,
+        )
+        return output
+
+    def _state_of_last_token(
+        self, generated, prompt_mask: torch.Tensor, num_generated: int
+    ) -> torch.Tensor | None:
+        """The LM's last hidden state `(batch, hidden)` of the last generated token, from one decoding step on the
+        generation's cache (None when the cache does not hold exactly the tokens before it)."""
+        cache = getattr(generated, "cache", None)
+        sequences = generated.sequences
+        if (
+            cache is None
+            or not hasattr(cache, "get_seq_length")
+            or cache.get_seq_length() != sequences.shape[1] - 1
+        ):
+            return None
+        # the mask generate used: every generated position attended
+        mask = torch.cat(
+            (prompt_mask.long(), prompt_mask.new_ones(prompt_mask.shape[0], num_generated).long()), 1
+        )
+        step = self(
+            input_ids=sequences[:, -1:],
+            attention_mask=mask,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            output_hidden_states=True,
+        )
+        return step.hidden_states[-1][:, -1]
+
+    def _ground_teacher_forced(
+        self,
+        sequences: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: torch.Tensor,
+        grounding_pixel_values: torch.FloatTensor | None = None,
+        image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> MedRGOutput:
+        """The reference grounding: one teacher-forced pass over prompt + answer `sequences` (as in training) with
+        `attention_mask` of the whole sequence (0 after EOS); boxes of every attended `<BOX>`. Costs a second
+        prefill; `generate_grounding` only uses it when the generation's steps cannot give the `<BOX>` states."""
+        return self(
+            input_ids=sequences,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            grounding_pixel_values=grounding_pixel_values,
+            use_cache=False,
+            logits_to_keep=1,
+            image_features=image_features,
         )
 
     def _is_eos(self, generated: torch.Tensor) -> torch.Tensor:
@@ -628,12 +787,13 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         return torch.isin(generated, eos_ids)
 
     def _pad_generated_boxes(
-        self, outputs: MedRGOutput, batch: int, prompt_length: int
+        self, outputs: MedRGOutput, batch: int, prompt_length: int, device: torch.device | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The generated `<BOX>` of each sample in slots 0..n_i-1: boxes `(B, N, K, 4)`, scores `(B, N, K)`,
         mask `(B, N)` and positions `(B, N)` (-1 where padded); N = the largest n_i."""
         k = self.config.num_box_queries
-        device = outputs.logits.device
+        if device is None:
+            device = outputs.logits.device
         if outputs.pred_boxes is None:  # no <BOX> anywhere in prompt or answer
             batch_index = torch.zeros(0, dtype=torch.long, device=device)
             keep = batch_index.bool()

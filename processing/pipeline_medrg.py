@@ -34,9 +34,38 @@ CUSTOM_PIPELINE_ENTRY = {
     "pt": ["AutoModel"],
     "type": "multimodal",
 }
-_OPTIONS = ("report", "threshold", "top_k", "max_new_tokens", "keep_top_box", "return_status", "timeout")
+_OPTIONS = (
+    "report",
+    "threshold",
+    "top_k",
+    "max_new_tokens",
+    "keep_top_box",
+    "return_status",
+    "timeout",
+    "guided",
+)
 _CALL_OPTIONS = ("batch_size", "num_workers")
 _UNSET = object()  # `top_k=None` is a value (every box), so "not passed" needs its own marker
+
+
+class _Phrases:
+    """One input's report phrases, wrapped: the pipeline's device move and batching pass such an object through
+    as it is (a plain list or tuple would be taken apart), a batch gets a list of them."""
+
+    __slots__ = ("phrases",)
+
+    def __init__(self, phrases):
+        self.phrases = list(phrases)
+
+
+def _phrase_lists(value, batch: int) -> list[list[str]]:
+    """The per-input phrases of a (possibly batched) `report_phrases` value."""
+    if isinstance(value, _Phrases):
+        value = [value]
+    phrases = [list(v.phrases) for v in value]
+    if len(phrases) != batch:
+        raise ValueError(f"got report phrases for {len(phrases)} inputs in a batch of {batch}")
+    return phrases
 
 
 class _Item:
@@ -140,8 +169,13 @@ class ReportGroundingPipeline(Pipeline):
     - `threshold` (default `DEFAULT_THRESHOLD` = 0.1): boxes with a lower confidence are dropped, a phrase's best
       box included; a phrase without a box left is not returned. 0.0 keeps every hypothesis.
     - `top_k` (default 1): at most this many boxes per finding phrase (best first); None keeps all.
-    - `keep_top_box` (default False): when True, each phrase keeps its best box whatever `threshold` says.
-    - `max_new_tokens` (default 64): the generation budget.
+    - `keep_top_box` (default: True for a guided answer, False otherwise): each phrase keeps its best box whatever
+      `threshold` says. A guided answer names only findings the report states, so each gets its most likely box
+      (with its score); without the guide a phrase below `threshold` is dropped.
+    - `guided` (default True): report-guided decoding (`guide_medrg.ReportGuide`): the answer may only name
+      the findings the report states, in the report's words, each once and all of them; a report that states no
+      finding (normal, or denials only) gets no box. False lets the model write freely (its raw reading).
+    - `max_new_tokens` (default: 64, or what the guided answer needs if more): the generation budget.
     - `return_status` (default False): see below.
 
     Returns per input a list of `{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}` in that image's
@@ -203,6 +237,7 @@ class ReportGroundingPipeline(Pipeline):
         keep_top_box=None,
         return_status=None,
         timeout=None,
+        guided=None,
         **kwargs,
     ):
         if kwargs:
@@ -221,6 +256,8 @@ class ReportGroundingPipeline(Pipeline):
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
                 raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
             preprocess["timeout"] = float(timeout)
+        if guided is not None:
+            preprocess["guided"] = bool(guided)
         if max_new_tokens is not None:
             forward["max_new_tokens"] = _check_positive_int("max_new_tokens", max_new_tokens)
         if threshold is not None:
@@ -259,7 +296,7 @@ class ReportGroundingPipeline(Pipeline):
             return super().__call__((_item(i, x) for i, x in enumerate(inputs)), **kwargs)
         return super().__call__(_item(0, inputs, report), **kwargs)
 
-    def preprocess(self, inputs, report=None, timeout: float = DEFAULT_URL_TIMEOUT_S):
+    def preprocess(self, inputs, report=None, timeout: float = DEFAULT_URL_TIMEOUT_S, guided: bool = True):
         item = _item(0, inputs, report)
         if item.report is None:
             raise ValueError(
@@ -282,14 +319,28 @@ class ReportGroundingPipeline(Pipeline):
                 message += "; pass return_status=True to see report_truncated per input"
             warnings.warn(message, warning.category, stacklevel=2)
         model_inputs["input_index"] = torch.tensor([item.index], dtype=torch.long)
+        if guided:
+            model_inputs["report_phrases"] = _Phrases(self.processor.report_phrases(item.report)[0])
         return model_inputs
 
-    def _forward(self, model_inputs, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+    def _forward(self, model_inputs, max_new_tokens: int | None = None):
+        input_ids = model_inputs["input_ids"]
+        generate_kwargs = {}
+        if "report_phrases" in model_inputs:
+            guide = self.processor.report_guide(
+                _phrase_lists(model_inputs["report_phrases"], input_ids.shape[0]), input_ids.shape[1]
+            )
+            generate_kwargs["logits_processor"] = [guide]
+            if max_new_tokens is None:
+                max_new_tokens = max(DEFAULT_MAX_NEW_TOKENS, guide.min_new_tokens())
+        if max_new_tokens is None:
+            max_new_tokens = DEFAULT_MAX_NEW_TOKENS
         output = self.model.generate_grounding(
-            input_ids=model_inputs["input_ids"],
+            input_ids=input_ids,
             pixel_values=model_inputs["pixel_values"],
             attention_mask=model_inputs["attention_mask"],
             max_new_tokens=max_new_tokens,
+            **generate_kwargs,
         )
         # every value batched along dim 0, so that the pipeline can split a batch into its inputs
         batch = output.sequences.shape[0]
@@ -304,6 +355,7 @@ class ReportGroundingPipeline(Pipeline):
             "report_truncated": model_inputs["report_truncated"],
             "input_index": model_inputs["input_index"],
             "max_new_tokens": torch.full((batch,), max_new_tokens, dtype=torch.long),
+            "guided": torch.full((batch,), "report_phrases" in model_inputs, dtype=torch.bool),
         }
 
     def postprocess(
@@ -311,7 +363,7 @@ class ReportGroundingPipeline(Pipeline):
         model_outputs,
         threshold: float = DEFAULT_THRESHOLD,
         top_k: int | None = DEFAULT_TOP_K,
-        keep_top_box: bool = False,
+        keep_top_box: bool | None = None,
         return_status: bool = False,
     ):
         outputs = {**model_outputs, "prompt_length": 0}  # `sequences` holds the generated ids only
@@ -319,7 +371,9 @@ class ReportGroundingPipeline(Pipeline):
             outputs,
             target_sizes=model_outputs["image_sizes"],
             threshold=threshold,
-            keep_top_box=keep_top_box,
+            keep_top_box=bool(model_outputs["guided"].reshape(-1)[0])
+            if keep_top_box is None
+            else keep_top_box,
             top_k=top_k,
         )[0]
         records = [

@@ -10,10 +10,13 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import BatchFeature, ProcessorMixin
 from transformers.image_transforms import center_to_corners_format, corners_to_center_format
 
+from .guide_medrg import ReportGuide
 from .image_processing_medrg import LetterboxGeometry, MedRGImageProcessor
 from .prompting_medrg import (
+    ANSWER_END,
     DEFAULT_INSTRUCTION,
     DEFAULT_NO_FINDING_ANSWER,
+    PHRASE_SEPARATOR,
     PHRASE_STRIP,
     answer_text,
     prompt_pieces,
@@ -35,6 +38,9 @@ class MedRGProcessor(ProcessorMixin):
         max_length (`int`): longest token sequence; an over-long report is truncated with a warning.
         instruction (`str`), no_finding_answer (`str`): the prompt instruction and the answer with no finding.
         add_bos_token (`bool`): start every sequence with the tokenizer's BOS token (if it has one).
+        score_calibration (`[a, b]`): Platt scaling of the box confidences in `post_process_grounding`:
+            `sigmoid(a * logit(score) + b)` (default `[1.0, 0.0]`: the model's scores as they are). Fitted on held-out
+            data by `benchmarks/calibrate_scores.py`, so that a score of 0.7 means a 70% chance of IoU >= 0.5.
     """
 
     def __init__(
@@ -48,6 +54,7 @@ class MedRGProcessor(ProcessorMixin):
         image_token: str = "<image>",
         box_token: str = "<BOX>",
         add_bos_token: bool = True,
+        score_calibration=(1.0, 0.0),
         chat_template=None,
     ):
         self.num_image_tokens = int(num_image_tokens)
@@ -57,6 +64,7 @@ class MedRGProcessor(ProcessorMixin):
         self.image_token = image_token
         self.box_token = box_token
         self.add_bos_token = bool(add_bos_token)
+        self.score_calibration = self._check_calibration(score_calibration)
         for name in ("num_image_tokens", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MedRGProcessor.{name} must be >= 1, got {getattr(self, name)}")
@@ -70,6 +78,25 @@ class MedRGProcessor(ProcessorMixin):
         self.tokenizer.padding_side = "left"  # generation (and the pipeline's batch collate) pad on the left
         if self.tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer needs a pad token")
+
+    @staticmethod
+    def _check_calibration(value) -> list[float]:
+        try:
+            a, b = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"score_calibration must be two numbers [a, b], got {value!r}") from None
+        if not (a > 0 and abs(a) < 1e3 and abs(b) < 1e3):
+            raise ValueError(
+                f"score_calibration [a, b] needs 0 < a < 1000 and |b| < 1000 (finite), got {value!r}"
+            )
+        return [a, b]
+
+    def calibrate_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """The box confidences after Platt scaling (`score_calibration`); identity for `[1, 0]`."""
+        a, b = self.score_calibration
+        if a == 1.0 and b == 0.0:
+            return scores
+        return torch.sigmoid(a * torch.logit(scores.float(), eps=1e-6) + b)
 
     @property
     def image_size(self) -> int:
@@ -92,6 +119,12 @@ class MedRGProcessor(ProcessorMixin):
         neutralised first (a report saying "<BOX>" must not become the token, nor the same ids as one)."""
         clean = [sanitize_text(text, [self.image_token, self.box_token]) for text in texts]
         return self.tokenizer(clean, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def _encode_pieces(self, pieces: list[str]) -> list[list[int]]:
+        """Answer pieces (the text between `<BOX>` tokens) -> ids, as the training answers encode them."""
+        if not pieces:
+            return []
+        return self.tokenizer(pieces, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def _encode_template(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -131,7 +164,7 @@ class MedRGProcessor(ProcessorMixin):
         """`phrase<BOX>; phrase<BOX>.` + EOS: each phrase encoded as text, each `<BOX>` as its one id."""
         phrases = [sanitize_text(p, [self.image_token, self.box_token]) for p in phrases]
         pieces = answer_text(phrases, self.box_token, self.no_finding_answer).split(self.box_token)
-        encoded = self.tokenizer(pieces, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        encoded = self._encode_pieces(pieces)
         ids = list(encoded[0])
         for piece in encoded[1:]:
             ids += [self.box_token_id] + piece
@@ -141,6 +174,45 @@ class MedRGProcessor(ProcessorMixin):
                 f"{len(phrases)} findings"
             )
         return ids + [self.tokenizer.eos_token_id]
+
+    # ----- report-guided decoding -----
+    @staticmethod
+    def report_phrases(reports: str | list[str]) -> list[list[str]]:
+        """Per report the key phrases of the findings it states, in its own words (see
+        `reading_medrg.report_key_phrases`): negated and hypothetical findings are left out, `[]` for a normal
+        or denial-only report."""
+        from .reading_medrg import report_key_phrases
+
+        single = isinstance(reports, str)
+        phrases = [report_key_phrases(report) for report in ([reports] if single else reports)]
+        return phrases
+
+    def report_guide(
+        self, phrases: list[list[str]], prompt_length: int, require_all: bool = True
+    ) -> ReportGuide:
+        """A [`ReportGuide`] (a `LogitsProcessor` for `model.generate_grounding(..., logits_processor=[guide])`)
+        that lets sample i's answer name only `phrases[i]` (from `report_phrases`), each once, every one of them
+        when `require_all`, and gives the no-finding answer when `phrases[i]` is empty."""
+        # the pieces of `answer_text` between the <BOX> tokens, encoded as `_answer_ids` encodes them
+        end, none = self._encode_pieces([ANSWER_END, " " + self.no_finding_answer])
+        options = []
+        for sample_phrases in phrases:
+            clean = [
+                sanitize_text(p, [self.image_token, self.box_token]).strip(PHRASE_STRIP)
+                for p in sample_phrases
+            ]
+            clean = [p for p in dict.fromkeys(clean) if p]
+            options.append(
+                {
+                    "first": self._encode_pieces([" " + p for p in clean]),
+                    "next": self._encode_pieces([f"{PHRASE_SEPARATOR} {p}" for p in clean]),
+                    "end": end,
+                    "none": none,
+                }
+            )
+        return ReportGuide(
+            options, prompt_length, self.box_token_id, self.tokenizer.eos_token_id, require_all=require_all
+        )
 
     # ----- targets -----
     @staticmethod
@@ -357,7 +429,7 @@ class MedRGProcessor(ProcessorMixin):
         Args:
             outputs: [`MedRGGroundingOutput`] of `generate_grounding` (or a mapping with its fields).
             target_sizes: `(B, 2)` original `(height, width)` per image (e.g. `inputs["image_sizes"]`).
-            threshold: boxes with a lower confidence are dropped, except each phrase's best box when
+            threshold: boxes with a lower confidence (after `score_calibration`) are dropped, except each phrase's best box when
                 `keep_top_box` (the LM said the finding is there, so it always gets its most likely box).
             nms_iou: a further box of the same phrase is dropped when it overlaps a kept one by more than this.
             top_k: keep at most this many boxes per phrase (the best-scoring ones after the other filters);
@@ -381,7 +453,7 @@ class MedRGProcessor(ProcessorMixin):
             raise ValueError(f"Got {len(sizes)} target sizes for {generated.shape[0]} generations")
         # (B, N, K, 4) normalised xyxy in the model frame, all samples and boxes at once
         corners = center_to_corners_format(fields["pred_boxes"].float().cpu().clamp(0, 1))
-        scores = fields["pred_scores"].float().cpu()
+        scores = self.calibrate_scores(fields["pred_scores"].float().cpu())
         box_mask = fields["box_mask"].cpu()
         results = []
         for sample, (height, width) in enumerate(sizes):

@@ -159,11 +159,23 @@ def test_ground_text_output_names_model_threshold_and_findings(expected, capsys)
     assert len(lines) == 1 + len(expected)
     for line, record in zip(lines[1:], expected):
         assert line.startswith(f"{record['label']!r}: score {record['score']:.2f}, box [")
-    # threshold 1.0 drops every box (a phrase's best box included)
+    # report-guided (the default): each finding the report states keeps its best box whatever the threshold says
     out = _run(
         capsys, ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE), "--threshold", "1"]
     )
-    assert out.splitlines()[1:] == ["No finding grounded."]
+    assert out.splitlines()[1:] == lines[1:]
+    # free reading: threshold 1.0 drops every box (a phrase's best box included)
+    argv = ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE), "--threshold", "1", "--free"]
+    assert _run(capsys, argv).splitlines()[1:] == ["No finding grounded."]
+    # a report that only denies findings: no box
+    argv = [
+        "ground",
+        "--image",
+        str(IMAGE),
+        "--report",
+        "No pneumothorax. No pleural effusion. Heart size is normal.",
+    ]
+    assert _run(capsys, argv).splitlines()[1:] == ["No finding grounded."]
 
 
 def test_ground_reads_dicom_by_suffix_and_by_marker(tmp_path, capsys):

@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 from medrg.processing.data import GROUNDING_FEATURES, load_grounding_dataset
-from medrg.processing.data.narrative import negated_findings, split_sentences
 from medrg.processing.data.synthcxr import CATEGORIES, generate_example
-from medrg.processing.data.vocabulary import categories_named
+from medrg.processing.reading_medrg import negated_findings, split_sentences
+from medrg.processing.vocabulary_medrg import categories_named
 from PIL import Image
 
 N = 60

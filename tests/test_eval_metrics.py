@@ -293,8 +293,8 @@ def test_keyword_table_covers_the_dataset_categories():
 
 
 def test_keyword_table_names_every_noun_the_report_writer_uses():
-    """The data builders' answer nouns (processing/data/vocabulary.py) must name their own category."""
-    vocabulary = pytest.importorskip("medrg.processing.data.vocabulary")
+    """The data builders' answer nouns (processing/vocabulary_medrg.py) must name their own category."""
+    vocabulary = pytest.importorskip("medrg.processing.vocabulary_medrg")
     terms = getattr(vocabulary, "CATEGORY_TERMS", None)
     if terms is None:
         pytest.skip("no CATEGORY_TERMS in the report vocabulary")

@@ -67,8 +67,13 @@ def test_threshold_filters_every_box_and_keep_top_box_is_the_explicit_exemption(
     everything = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=0.0, top_k=None)
     assert len(everything) > len({r["label"] for r in everything})  # several hypotheses for some phrase
     assert (
-        default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0) == []
+        default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, keep_top_box=False) == []
     )  # a phrase's best box is no exception
+    # a guided answer (the default) names findings the report states: each keeps its best box by default
+    assert default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0) == default_pipe(
+        EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, keep_top_box=True
+    )
+    assert default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, guided=False) == []
     best = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, keep_top_box=True)
     labels = [r["label"] for r in best]
     assert labels and len(labels) == len(set(labels)) == len({r["label"] for r in everything})

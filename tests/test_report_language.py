@@ -9,7 +9,13 @@ import re
 from pathlib import Path
 
 import pytest
-from medrg.processing.data.narrative import (
+from medrg.processing.data.report_text import (
+    REPORT_STYLES,
+    VARIED_STYLES,
+    Finding,
+    write_report,
+)
+from medrg.processing.reading_medrg import (
     key_phrase,
     key_phrase_info,
     mentions,
@@ -17,13 +23,7 @@ from medrg.processing.data.narrative import (
     split_sentences,
     stated_findings,
 )
-from medrg.processing.data.report_text import (
-    REPORT_STYLES,
-    VARIED_STYLES,
-    Finding,
-    write_report,
-)
-from medrg.processing.data.vocabulary import (
+from medrg.processing.vocabulary_medrg import (
     CATEGORY_TERMS,
     categories_named,
     category_of_label,

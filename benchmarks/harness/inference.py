@@ -212,13 +212,15 @@ def time_split(
                 if end <= tops[0][0]
             )
             prefill = tops[0][1] - tops[0][0] + encoded_before
-            grounding_start, grounding_end = tops[-1]
+            # one-pass grounding: the <BOX> states come from the generation's own steps; what follows the last LM
+            # forward (gathering those states, the input embeddings, the box decoder) is the grounding
+            generation_end = tops[-1][1]
             box = timer.total("box_decoder")
             samples["image_processing"].append(t1 - t0)
             samples["tokenization"].append(max((t2 - t1) - (t1 - t0), 0.0))
             samples["lm_prefill"].append(prefill)
-            samples["text_generation"].append(grounding_start - t3 - prefill)
-            samples["grounding_pass"].append(grounding_end - grounding_start - box + (t4 - grounding_end))
+            samples["text_generation"].append(generation_end - t3 - prefill)
+            samples["grounding_pass"].append(max(t4 - generation_end - box, 0.0))
             samples["box_decoder"].append(box)
             samples["post_processing"].append(t5 - t4)
             samples["vision_tower"].append(timer.total("vision") + timer.total("grounding_encoder"))
@@ -364,8 +366,8 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
             "Time split of one report through the pipeline's steps (processor, `generate_grounding`, "
             "`post_process_grounding`; ms per call, median; share of the sum), timed by forward hooks that leave "
             "the outputs untouched. lm_prefill = encoding the image + the prompt's LM pass; text_generation = the "
-            "decoding steps; grounding_pass = the teacher-forced pass over prompt + answer without the box "
-            "decoder; vision_tower = time inside the vision tower over the whole call.",
+            "decoding steps; grounding_pass = what follows the last LM step without the box decoder (the `<BOX>` "
+            "states are taken from the generation's steps: no second pass over prompt + answer); vision_tower = time inside the vision tower over the whole call.",
             md_table(
                 ["model"] + list(SPLIT_PARTS) + ["vision tower ms", "generated tokens", "<BOX>"], split_rows
             ),

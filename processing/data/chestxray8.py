@@ -220,7 +220,7 @@ def _template_record(name: str, rows: list[Row], split: str, path: Path, csv_pat
 
 
 def _key_phrase(report: str, label: str, position: str, stats: BuildStats) -> str:
-    from .narrative import key_phrase  # the report-language module; imported on first narrative build
+    from ..reading_medrg import key_phrase  # the report-language module; imported on first narrative build
 
     phrase = " ".join(str(key_phrase(report, label, position)).split())
     if not phrase:

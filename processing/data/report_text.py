@@ -9,7 +9,7 @@ a verbatim span of the report (case-insensitive) and names that finding's catego
   clinical filler and recommendations, negated absent findings, normal reports.
 - one of ``VARIED_STYLES`` to force it; ``"template"`` for the first, fixed FINDINGS/IMPRESSION wording.
 
-Words come from ``vocabulary.py``. A category in ``findings`` is never negated; answers never come from a
+Words come from ``vocabulary_medrg.py``. A category in ``findings`` is never negated; answers never come from a
 negated or hypothetical sentence ("Evaluate for pneumonia."), so they never name a finding the report denies.
 
 Radiological convention: a PA/AP chest image is viewed as if facing the patient, so the patient's RIGHT
@@ -22,7 +22,7 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from .vocabulary import (
+from ..vocabulary_medrg import (
     CATEGORY_TERMS,
     LOCATION_ADJECTIVES,
     LOCATION_NOUNS,

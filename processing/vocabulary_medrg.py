@@ -1,6 +1,6 @@
 """The one report vocabulary of MedRG: finding categories with their synonyms, sides, zones, severities and
 negation templates. The report writers (``report_text.write_report``, used by SynthCXR and the template
-reports of real datasets) draw their words from here, and the narrative reader (``narrative.py``) and the
+reports of real datasets) draw their words from here, and the narrative reader (``reading_medrg.py``) and the
 category check of answer phrases read with the same tables.
 
 Sides are the PATIENT's sides (radiological convention: the patient's right is on the image's left).
@@ -109,7 +109,7 @@ CATEGORY_TERMS: dict[str, CategoryTerms] = {
             r"effusions?",
             r"hydrothorax",
             r"pleural fluid",
-            r"fluid in the (?:\w+ )?pleural (?:space|cavity)",
+            r"fluid (?:layers |layering |collects |collecting )?in the (?:\w+ )?pleural (?:space|cavity)",
             r"fluid collection",
             r"blunting of the (?:\w+ )?costophrenic (?:angles?|sulcus|sulci)",
             r"(?:costophrenic|cp) angle blunting",
@@ -302,6 +302,7 @@ NEGATION_POST = (
     "not identified",
     "is absent",
     "are absent",
+    "absent",
     "has resolved",
     "have resolved",
     "resolved",

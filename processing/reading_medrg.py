@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .vocabulary import (
+from .vocabulary_medrg import (
     CATEGORY_TERMS,
     HYPOTHETICAL_PRE,
     NEGATION_POST,
@@ -388,3 +388,64 @@ def key_phrase(report: str, label: str, position: str = "") -> str:
     Never taken from a sentence that denies the finding. Falls back to ``position`` words + label when the
     report has no usable wording. ``position``: the patient-side position words given to the writer."""
     return key_phrase_info(report, label, position).phrase
+
+
+# ---- every stated finding of a report (inference) ----
+
+MAX_REPORT_PHRASES = 16
+
+
+def _phrase_of(sentences: list[str], own: list[Mention], mention: Mention) -> KeyPhrase:
+    same = [m for m in own if m.category == mention.category and m.status != "negated"]
+    segment = _segment(own, mention, len(sentences[mention.sentence]))
+    built = _build(
+        sentences[mention.sentence], mention, segment, "", _other_sides(sentences, own, same, mention)
+    )
+    words = built.phrase.split()
+    if len(words) > MAX_KEY_PHRASE_WORDS:
+        return KeyPhrase(_singular(mention.text, built.side), True, built.side)
+    if (
+        len(words) > 1 and words[0] in SIDE_WORDS and words[0] in words[1:]
+    ):  # "right blunting of the right ..."
+        return KeyPhrase(" ".join(words[1:]), True, built.side)
+    return built
+
+
+def report_key_phrases(report: str, max_phrases: int = MAX_REPORT_PHRASES) -> list[str]:
+    """Every finding ``report`` states, once each, as a key phrase in the report's own words (in report order).
+
+    One phrase per (category, side): "Small right basilar effusion. IMPRESSION: Effusion on the right side." gives
+    one phrase, the first one ("right basilar effusion", as ``key_phrase`` picks for training answers); a side-less
+    phrase is dropped when
+    the same category is stated with a side. Negated and hypothetical mentions give nothing, so a normal or
+    denial-only report gives ``[]``. A weak wording ("opacity", read as pneumonia/consolidation/infiltrate)
+    counts only where no own wording of those categories is stated anywhere in the report.
+    """
+    sentences = [s.lower() for s in split_sentences(report)]
+    all_mentions = mentions(report, related=True)
+    own = [m for m in all_mentions if not m.related]
+    stated_own = [m for m in own if m.status == "stated"]
+    stated_categories = {m.category for m in stated_own}
+    chosen: dict[tuple[str, str], str] = {}
+    for mention in stated_own:
+        built = _phrase_of(sentences, own, mention)
+        chosen.setdefault((mention.category, built.side), built.phrase)
+    related_spans = set()
+    for mention in all_mentions:
+        if not mention.related or mention.status != "stated" or mention.category in stated_categories:
+            continue
+        span = (mention.sentence, mention.start, mention.end)
+        if span in related_spans:  # one phrase per wording, whichever category it may be read as
+            continue
+        if any(o.sentence == mention.sentence for o in stated_own):  # "opacity ... may represent atelectasis"
+            continue
+        related_spans.add(span)
+        built = _phrase_of(sentences, [*own, mention], mention)
+        chosen.setdefault((mention.category, built.side), built.phrase)
+    sided = {category for category, side in chosen if side}
+    phrases = [p for (category, side), p in chosen.items() if side or category not in sided]
+    out: list[str] = []
+    for phrase in phrases:
+        if phrase not in out:
+            out.append(phrase)
+    return out[:max_phrases]

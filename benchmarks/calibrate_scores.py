@@ -1,0 +1,162 @@
+"""Calibrate a MedRG model's box confidences on held-out data (Platt scaling), issue 10.
+
+    python benchmarks/calibrate_scores.py --model default --write          # the embedded default model
+    python benchmarks/calibrate_scores.py --model runs/medrg_small/final --write
+
+The model grounds a calibration set that no test uses (SynthCXR, its own generator seed, validation split; with
+``--chestxray8-writer`` also the ChestX-ray8 *train* rows of that report writer), report-guided as the pipeline
+does, keeping every phrase's top box. Each box's hit is IoU >= 0.5 with its Hungarian-matched finding (the
+evaluation's matching). ``a, b`` of ``sigmoid(a * logit(score) + b)`` minimise the log loss of hit given score;
+``--write`` stores them as ``score_calibration`` in the folder's ``processor_config.json``, which
+``MedRGProcessor.post_process_grounding`` applies to every score (pipeline, CLI, evaluation).
+
+Writes benchmarks/results/calibration_<name>.json and .md (ECE before/after on the calibration set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT.parent / "shared" / "data" / "chestxray8"
+CALIBRATION_SEED = 7  # SynthCXR seed of the calibration set (tests and benchmarks use 0)
+
+
+def score_hit_pairs(
+    model, processor, examples: list[dict], batch_size: int
+) -> tuple[list[float], list[bool]]:
+    """(raw score, IoU >= 0.5) of every phrase's top box, report-guided, scores uncalibrated."""
+    from medrg.evaluation.grounding_accuracy.grounding_metrics import match_dataset, validate_inputs
+    from medrg.evaluation.prediction import predict_groundings
+
+    saved = processor.score_calibration
+    processor.score_calibration = [1.0, 0.0]
+    try:
+        predictions = predict_groundings(model, processor, examples, batch_size=batch_size, threshold=0.0)
+    finally:
+        processor.score_calibration = saved
+    checked = validate_inputs(predictions, [e["findings"] for e in examples])
+    scores, hits = [], []
+    for sample in match_dataset(*checked):
+        for match in sample.predictions:
+            scores.append(match.score)
+            hits.append(match.hit)
+    return scores, hits
+
+
+def fit_platt(scores: list[float], hits: list[bool], steps: int = 200) -> tuple[float, float]:
+    """`a, b` minimising the log loss of `hits` under `sigmoid(a * logit(score) + b)` (a kept > 0)."""
+    if not scores:
+        raise ValueError("no predictions to calibrate on")
+    x = torch.logit(torch.tensor(scores, dtype=torch.float64), eps=1e-6)
+    y = torch.tensor(hits, dtype=torch.float64)
+    log_a = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_a, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(log_a.exp() * x + b, y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_a.detach().exp()), float(b.detach())
+
+
+def ece(scores: list[float], hits: list[bool], a: float = 1.0, b: float = 0.0) -> float:
+    from medrg.evaluation.grounding_accuracy.grounding_metrics import expected_calibration_error
+
+    calibrated = torch.sigmoid(a * torch.logit(torch.tensor(scores, dtype=torch.float64), eps=1e-6) + b)
+    return float(expected_calibration_error(calibrated.tolist(), hits)["ece"])
+
+
+def calibration_examples(
+    image_size: int, synthcxr_examples: int, writer: str | None, data_dir: str
+) -> list[dict]:
+    import medrg
+
+    synth = medrg.load_grounding_dataset(
+        "synthcxr",
+        examples_per_split={"train": 1, "validation": synthcxr_examples, "test": 1},
+        image_size=image_size,
+        seed=CALIBRATION_SEED,
+        progress=False,
+    )
+    examples = list(synth["validation"])
+    if writer:
+        cxr = medrg.load_grounding_dataset("chestxray8", data_dir=data_dir, reports=writer, progress=False)
+        examples += list(cxr["train"])
+    return examples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="default", help="MedRG folder or 'default'")
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--synthcxr-examples", type=int, default=400)
+    parser.add_argument(
+        "--chestxray8-writer", default=None, help="also calibrate on these ChestX-ray8 train reports"
+    )
+    parser.add_argument("--data-dir", default=str(DATA))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--write", action="store_true", help="store score_calibration in the model folder")
+    args = parser.parse_args()
+
+    from medrg.defaults import DEFAULT_MODEL_DIR
+    from medrg.loading import load_medrg
+
+    folder = DEFAULT_MODEL_DIR if args.model == "default" else Path(args.model)
+    model, processor = load_medrg(str(folder) if args.model != "default" else "default")
+    model.eval()
+    name = args.name or ("default" if args.model == "default" else Path(args.model).name)
+    examples = calibration_examples(
+        processor.image_processor.image_size, args.synthcxr_examples, args.chestxray8_writer, args.data_dir
+    )
+    scores, hits = score_hit_pairs(model, processor, examples, args.batch_size)
+    a, b = fit_platt(scores, hits)
+    result = {
+        "model": name,
+        "calibration_set": f"SynthCXR validation (seed {CALIBRATION_SEED}, {args.synthcxr_examples} examples)"
+        + (f" + ChestX-ray8 train, {args.chestxray8_writer} reports" if args.chestxray8_writer else ""),
+        "predictions": len(scores),
+        "hit_rate": sum(hits) / len(hits),
+        "score_calibration": [round(a, 4), round(b, 4)],
+        "ece_before": ece(scores, hits),
+        "ece_after": ece(scores, hits, a, b),
+    }
+    if args.write:
+        config_file = folder / "processor_config.json"
+        config = json.loads(config_file.read_text())
+        config["score_calibration"] = result["score_calibration"]
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        result["written_to"] = (
+            str(config_file.relative_to(ROOT)) if config_file.is_relative_to(ROOT) else "model folder"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"calibration_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# Score calibration: `{name}`",
+        "",
+        f"Calibration set: {result['calibration_set']}; {result['predictions']} top boxes, hit rate "
+        f"{100 * result['hit_rate']:.1f} % (IoU >= 0.5).",
+        "",
+        "| | a | b | ECE on the calibration set |",
+        "|---|---|---|---|",
+        f"| before | 1 | 0 | {100 * result['ece_before']:.1f} % |",
+        f"| after (Platt) | {result['score_calibration'][0]} | {result['score_calibration'][1]} | "
+        f"{100 * result['ece_after']:.1f} % |",
+    ]
+    (RESULTS / f"calibration_{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
