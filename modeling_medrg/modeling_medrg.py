@@ -586,7 +586,15 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         decoder reads these states, the input embeddings of prompt + answer and the image features computed once
         for the prefill, which gives the boxes of a teacher-forced pass as in training. Decoding strategies whose
         steps do not follow the returned sequences (beam search, assisted decoding) fall back to that
-        teacher-forced pass. Returns padded tensors (see [`MedRGGroundingOutput`]): `pred_boxes` `(B, N, K, 4)`,
+        teacher-forced pass.
+
+        Jump-forward decoding: when the only logits processor is a guide that names its forced tokens (an object
+        with `allowed_tokens` and `forced_tokens`, such as `guide_medrg.ReportGuide`, passed as
+        `logits_processor=[guide]`) and the decoding is otherwise plain greedy, a run of tokens that the guide
+        forces (the rest of a phrase, its `<BOX>`, a separator) is fed to the LM in one multi-token forward on
+        the KV cache instead of one forward per token; the LM's logits are read only where the guide leaves a
+        choice. The answer and the boxes are those of token-by-token greedy generation under the same guide.
+        Returns padded tensors (see [`MedRGGroundingOutput`]): `pred_boxes` `(B, N, K, 4)`,
         `pred_scores` `(B, N, K)`, `box_mask` `(B, N)`, `box_token_positions` `(B, N)` and `finished` `(B,)`
         (False: cut off by `max_new_tokens`).
         """
@@ -595,25 +603,44 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         generate_kwargs.setdefault("do_sample", False)
         # each image is encoded once: the generation's prefill and the grounding reuse these features
         image_features = self.get_image_features(pixel_values)
-        one_pass = self._steps_follow_sequences(generate_kwargs)
-        if one_pass:
-            generate_kwargs = self._with_step_hidden_states(generate_kwargs)
-        generated = self.generate(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            image_features=image_features,
-            **generate_kwargs,
-        )
-        sequences = generated if torch.is_tensor(generated) else generated.sequences
+        guide = self._jump_forward_guide(generate_kwargs)
+        one_pass = guide is None and self._steps_follow_sequences(generate_kwargs)
+        if guide is not None:
+            self._check_finite_pixels(
+                pixel_values=pixel_values, grounding_pixel_values=grounding_pixel_values
+            )
+            sequences, step_states = self._generate_jump_forward(
+                guide, input_ids, pixel_values, attention_mask, max_new_tokens, image_features
+            )
+        else:
+            if one_pass:
+                generate_kwargs = self._with_step_hidden_states(generate_kwargs)
+            generated = self.generate(
+                input_ids=input_ids,
+                pixel_values=pixel_values,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                image_features=image_features,
+                **generate_kwargs,
+            )
+            sequences = generated if torch.is_tensor(generated) else generated.sequences
         prompt_length = input_ids.shape[1]
         is_eos = self._is_eos(sequences[:, prompt_length:])
         # 1 up to and including the first EOS, 0 after it
         generated_mask = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long() == 0).long()
         full_mask = torch.cat((attention_mask.long(), generated_mask), dim=1)
         outputs = None
-        if one_pass:
+        if guide is not None:
+            outputs = self._decode_generated_boxes(
+                sequences,
+                step_states,
+                full_mask,
+                prompt_length,
+                pixel_values,
+                grounding_pixel_values,
+                image_features,
+            )
+        elif one_pass:
             outputs = self._ground_from_generation(
                 generated,
                 attention_mask,
@@ -698,10 +725,8 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             return None
         is_box = (sequences == self.config.box_token_id) & attention_mask.bool()
         is_box[:, :prompt_length] = False  # the prompt's <BOX> are not part of the answer
-        box_positions = is_box.nonzero()
-        output = MedRGOutput()
-        if box_positions.shape[0] == 0:
-            return output
+        if not bool(is_box.any()):
+            return MedRGOutput()
         # decoding step t (t >= 1) is fed generated token t - 1: its last-layer state at the last position
         last_states = [step[-1][:, -1] for step in steps[1:]]
         if bool(is_box[:, -1].any()):
@@ -711,6 +736,36 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
                 return None
             last_states.append(state)
         states = torch.stack(last_states, dim=1)  # (batch, generated tokens with a state, hidden)
+        return self._decode_generated_boxes(
+            sequences,
+            states,
+            attention_mask,
+            prompt_length,
+            pixel_values,
+            grounding_pixel_values,
+            image_features,
+        )
+
+    def _decode_generated_boxes(
+        self,
+        sequences: torch.LongTensor,
+        states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt_length: int,
+        pixel_values: torch.Tensor,
+        grounding_pixel_values: torch.Tensor | None,
+        image_features: tuple[torch.Tensor, torch.Tensor],
+    ) -> MedRGOutput:
+        """Boxes of every generated `<BOX>` (attended in `attention_mask`, the mask of prompt + answer) from
+        `states` `(batch, n, hidden)`: the LM's last-layer states of the first n generated tokens (at least up
+        to the last generated `<BOX>`)."""
+        batch, length = sequences.shape
+        is_box = (sequences == self.config.box_token_id) & attention_mask.bool()
+        is_box[:, :prompt_length] = False  # the prompt's <BOX> are not part of the answer
+        box_positions = is_box.nonzero()
+        output = MedRGOutput()
+        if box_positions.shape[0] == 0:
+            return output
         hidden = states.new_zeros(batch, length, states.shape[-1])
         hidden[:, prompt_length : prompt_length + states.shape[1]] = states
         # the box decoder's phrase read-out takes the input embeddings of prompt + answer, images merged in
@@ -727,6 +782,178 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             grid,
         )
         return output
+
+    # generation settings that add a logits processor, a stopping criterion or another decoding strategy to
+    # greedy `generate`: with any of them set (to other than its default) jump-forward decoding is not used
+    _JUMP_FORWARD_BLOCKERS = (
+        "do_sample",
+        "num_beams",
+        "num_return_sequences",
+        "num_beam_groups",
+        "penalty_alpha",
+        "repetition_penalty",
+        "encoder_repetition_penalty",
+        "no_repeat_ngram_size",
+        "encoder_no_repeat_ngram_size",
+        "bad_words_ids",
+        "sequence_bias",
+        "min_length",
+        "min_new_tokens",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "exponential_decay_length_penalty",
+        "suppress_tokens",
+        "begin_suppress_tokens",
+        "guidance_scale",
+        "watermarking_config",
+        "stop_strings",
+        "max_time",
+        "prompt_lookup_num_tokens",
+        "assistant_early_exit",
+        "dola_layers",
+        "cache_implementation",
+    )
+    _JUMP_FORWARD_NEUTRAL = {
+        "num_beams": 1,
+        "num_return_sequences": 1,
+        "num_beam_groups": 1,
+        "repetition_penalty": 1.0,
+        "encoder_repetition_penalty": 1.0,
+        "guidance_scale": 1.0,
+        "cache_implementation": "dynamic",
+    }
+    # generate_kwargs that do not change greedy decoding (the output flags only shape generate's own return value)
+    _JUMP_FORWARD_KWARGS = frozenset(
+        (
+            "logits_processor",
+            "generation_config",
+            "use_cache",
+            "output_hidden_states",
+            "output_scores",
+            "output_logits",
+            "output_attentions",
+            "return_dict_in_generate",
+        )
+        + _JUMP_FORWARD_BLOCKERS
+    )
+
+    def _jump_forward_guide(self, generate_kwargs: dict):
+        """The guide to decode with by jump-forward decoding, or None for plain `generate`: the only logits
+        processor must have `forced_tokens` and `allowed_tokens` (duck-typed: modeling does not import the
+        processing code), and the decoding must otherwise be plain greedy with the KV cache."""
+        processors = generate_kwargs.get("logits_processor")
+        if processors is None or len(processors) != 1:
+            return None
+        guide = processors[0]
+        if not (
+            callable(getattr(guide, "forced_tokens", None))
+            and callable(getattr(guide, "allowed_tokens", None))
+        ):
+            return None
+        if set(generate_kwargs) - self._JUMP_FORWARD_KWARGS or generate_kwargs.get("use_cache") is False:
+            return None
+        config = generate_kwargs.get("generation_config") or self.generation_config
+        for name in self._JUMP_FORWARD_BLOCKERS:
+            value = generate_kwargs.get(name, getattr(config, name, None))
+            # unset (None), off (False, 0, empty) or neutral (1 beam / sequence, penalty 1.0, dynamic cache)
+            if value and value != self._JUMP_FORWARD_NEUTRAL.get(name):
+                return None
+        return guide
+
+    def _generate_jump_forward(
+        self,
+        guide,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        image_features: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.LongTensor, torch.Tensor]:
+        """Greedy decoding under `guide` with jump-forward: returns the sequences `(batch, prompt + generated)`
+        (pad after EOS, as `generate` pads) and the LM's last-layer states `(batch, n, hidden)` of the first n
+        generated tokens, n covering every generated `<BOX>` (a `<BOX>` cut off by `max_new_tokens` included).
+
+        Each forward feeds every generated token not fed yet (the token last chosen and the forced run after
+        it) and is run only where the next token is a real choice (or, at the end, for the last `<BOX>`
+        states). While every unfinished sample has a forced run, the runs are appended without a forward
+        (k = the shortest run of the batch at a time; finished samples get pad); otherwise one greedy step
+        under the guide's mask on the logits of the last fed position."""
+        batch, prompt_length = input_ids.shape
+        config = self.generation_config
+        eos = config.eos_token_id
+        eos_ids = set() if eos is None else ({int(eos)} if isinstance(eos, int) else {int(t) for t in eos})
+        pad = config.pad_token_id
+        if pad is None:  # as generate pads then: with the first EOS
+            pad = eos if isinstance(eos, int) or eos is None else eos[0]
+        pad = 0 if pad is None else int(pad)
+        prompt_mask = attention_mask.long()
+        device = input_ids.device
+        prefill = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=prompt_mask,
+            use_cache=True,
+            logits_to_keep=1,
+            image_features=image_features,
+        )
+        cache, logits = prefill.cache, prefill.logits[:, -1]
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        finished = [False] * batch
+        states: list[torch.Tensor] = []
+        fed = 0  # generated tokens fed to the LM so far (their keys/values are in the cache)
+
+        def feed(upto: int) -> None:
+            nonlocal cache, logits, fed
+            ids = torch.tensor([row[fed:upto] for row in tokens], dtype=input_ids.dtype, device=device)
+            mask = torch.cat((prompt_mask, prompt_mask.new_ones(batch, upto)), dim=1)
+            step = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                output_hidden_states=True,
+            )
+            cache, logits, fed = step.cache, step.logits[:, -1], upto
+            states.append(step.hidden_states[-1])
+
+        length = 0
+        while length < max_new_tokens and not all(finished):
+            runs = [None if finished[i] else guide.forced_tokens(i, tokens[i]) for i in range(batch)]
+            k = min(len(run) for run in runs if run is not None)
+            if k > 0:  # every unfinished sample is forced: no forward
+                k = min(k, max_new_tokens - length)
+                for row, run in zip(tokens, runs):
+                    row.extend(run[:k] if run is not None else [pad] * k)
+            else:  # a choice: the logits after every token so far, under the guide's mask
+                if fed < length:
+                    feed(length)
+                sequences = torch.cat(
+                    (input_ids, torch.tensor(tokens, dtype=input_ids.dtype, device=device).view(batch, -1)),
+                    dim=1,
+                )
+                scores = guide(sequences, logits.to(copy=True, dtype=torch.float32))
+                chosen = scores.argmax(dim=-1).tolist()
+                for i, row in enumerate(tokens):
+                    row.append(pad if finished[i] else int(chosen[i]))
+                k = 1
+            for i, row in enumerate(tokens):
+                if not finished[i] and any(token in eos_ids for token in row[length : length + k]):
+                    finished[i] = True
+            length += k
+        # the states of <BOX> tokens not fed yet (forced at the end, or cut off by max_new_tokens)
+        box = self.config.box_token_id
+        last_box = max(
+            (t for row in tokens for t in range(fed, length) if row[t] == box),
+            default=-1,
+        )
+        if last_box >= fed:
+            feed(last_box + 1)
+        generated = torch.tensor(tokens, dtype=input_ids.dtype, device=device).view(batch, length)
+        sequences = torch.cat((input_ids, generated), dim=1)
+        hidden = self.config.text_config.hidden_size
+        step_states = torch.cat(states, dim=1) if states else prefill.logits.new_zeros(batch, 0, hidden)
+        return sequences, step_states
 
     def _state_of_last_token(
         self, generated, prompt_mask: torch.Tensor, num_generated: int

@@ -12,8 +12,11 @@ report allows:
   no-finding answer, so it never gets a box.
 
 The language model still chooses the order of the phrases, and the hidden state at each `<BOX>` (which has read
-the image, the whole report and the phrase) conditions the box decoder exactly as without the guide. The token
-pieces are encoded exactly as the processor encodes training answers (`processing_medrg._answer_ids`).
+the image, the whole report and the phrase) conditions the box decoder exactly as without the guide. Where the
+guide leaves one token only (the rest of a phrase once its first token is chosen, its `<BOX>`, the separator, the
+end), `forced_tokens` names the whole forced run, so that `generate_grounding` feeds it to the LM in one forward
+(jump-forward decoding) instead of one forward per token. The token pieces are encoded exactly as the processor
+encodes training answers (`processing_medrg._answer_ids`).
 """
 
 from __future__ import annotations
@@ -100,6 +103,36 @@ class ReportGuide(LogitsProcessor):
             if len(seq) > len(partial) and seq[: len(partial)] == partial
         }
         return sorted(allowed)
+
+    def forced_tokens(self, sample: int, generated: list[int]) -> list[int]:
+        """The tokens that must follow `generated` for `sample` whatever the model prefers: the unique
+        continuation up to (not including) the next point where more than one token is allowed, or up to and
+        including EOS. Empty when there is a choice now, or when the answer is complete (or off the guide).
+
+        A decoder may feed these tokens to the LM in one forward instead of one each (jump-forward decoding):
+        greedy decoding under this guide would pick exactly them."""
+        generated = list(generated)
+        run: list[int] = []
+        while self.eos_token_id not in generated:
+            last_box = max((i for i, t in enumerate(generated) if t == self.box_token_id), default=-1)
+            partial = generated[last_box + 1 :]
+            # the pieces that may follow the last <BOX> and agree with what was written after it
+            pieces = [
+                seq
+                for seq in self._continuations(self.options[sample], generated[: last_box + 1])
+                if len(seq) > len(partial) and seq[: len(partial)] == partial
+            ]
+            index = len(partial)
+            while pieces and len({seq[index] for seq in pieces}) == 1:
+                token = pieces[0][index]
+                run.append(token)
+                generated.append(token)
+                if token in (self.box_token_id, self.eos_token_id):
+                    break  # a piece ends (pieces hold <BOX>/EOS only as their last token)
+                index += 1
+            else:  # a choice, or the answer is off the guide
+                return run
+        return run
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[0] != len(self.options):

@@ -37,13 +37,17 @@ def report_for(phrases: list[str], extra_sentences: int = 0) -> str:
 
 class GroundingCall:
     """One report through the pipeline's steps (processor -> `generate_grounding` -> `post_process_grounding`),
-    optionally with a forced answer. Returns the number of generated `<BOX>` (grounded findings)."""
+    optionally with a forced answer, or (`guided=True`, the pipeline's default) under the report guide
+    (`processor.report_guide`: the answer names the findings the report states, decoded jump-forward). Returns
+    the number of generated `<BOX>` (grounded findings)."""
 
     def __init__(self, model, processor, device: str = "cpu", max_new_tokens: int = 64):
         self.model, self.processor, self.device = model, processor, device
         self.max_new_tokens = max_new_tokens
 
-    def __call__(self, image, report: str, forced_phrases: list[str] | None = None) -> int:
+    def __call__(
+        self, image, report: str, forced_phrases: list[str] | None = None, guided: bool = False
+    ) -> int:
         max_new_tokens = self.max_new_tokens
         inputs = self.processor(images=image, text=report, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -56,6 +60,12 @@ class GroundingCall:
                 [ForcedAnswer(answer, inputs["input_ids"].shape[1], self.processor.tokenizer.eos_token_id)]
             )
             max_new_tokens = max(max_new_tokens, len(answer) + 1)
+        elif guided:  # as the pipeline does by default
+            guide = self.processor.report_guide(
+                self.processor.report_phrases([report]), inputs["input_ids"].shape[1]
+            )
+            kwargs["logits_processor"] = [guide]
+            max_new_tokens = max(max_new_tokens, guide.min_new_tokens())
         output = self.model.generate_grounding(
             input_ids=inputs["input_ids"],
             pixel_values=inputs["pixel_values"].to(self.model.dtype),
@@ -75,14 +85,18 @@ def findings_scaling(settings: Settings, call: GroundingCall, image) -> list[dic
         phrases = list(FINDING_PHRASES[:n])
         report = report_for(phrases)
         row: dict[str, Any] = {"findings": n}
-        for mode, forced in (("model", False), ("forced", True)):
-            grounded = call(image, report, phrases if forced else None)
-            one = time_calls(lambda: call(image, report, phrases if forced else None), reps, warmup=0)  # noqa: B023
-            two_grounded = [call(image, report_for([p]), [p] if forced else None) for p in phrases]
+        for mode, forced, guided in (
+            ("model", False, False),
+            ("forced", True, False),
+            ("guided", False, True),
+        ):
+            grounded = call(image, report, phrases if forced else None, guided)
+            one = time_calls(lambda: call(image, report, phrases if forced else None, guided), reps, warmup=0)  # noqa: B023
+            two_grounded = [call(image, report_for([p]), [p] if forced else None, guided) for p in phrases]
 
-            def two_stage(forced=forced, phrases=phrases):
+            def two_stage(forced=forced, guided=guided, phrases=phrases):
                 for p in phrases:
-                    call(image, report_for([p]), [p] if forced else None)
+                    call(image, report_for([p]), [p] if forced else None, guided)
 
             two = time_calls(two_stage, max(reps // 2, 1), warmup=0)
             row[mode] = {
@@ -220,6 +234,10 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
             r["forced"]["one_generation_ms"],
             r["forced"]["two_stage_ms"],
             r["forced"]["two_stage_over_one"],
+            r["guided"]["one_generation_ms"],
+            r["guided"]["one_generation_grounded"],
+            r["guided"]["two_stage_ms"],
+            r["guided"]["two_stage_over_one"],
             r["load_1min"],
         ]
         for r in findings
@@ -228,7 +246,8 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
         [
             "## Scaling",
             "Latency (p50 ms) vs findings in the report. `model`: what the model writes (grounded = generated "
-            "`<BOX>`); `forced`: the answer is forced to list every finding with its `<BOX>` (all grounded). "
+            "`<BOX>`); `forced`: the answer is forced to list every finding with its `<BOX>` (all grounded); "
+            "`guided`: the pipeline's default, report-guided decoding (jump-forward: forced runs in one forward). "
             "Two-stage = one grounding call per finding phrase (a single-finding sub-report each).",
             md_table(
                 [
@@ -241,6 +260,10 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
                     "forced one-gen ms",
                     "forced two-stage ms",
                     "forced 2-stage / one-gen",
+                    "guided one-gen ms",
+                    "guided grounded",
+                    "guided two-stage ms",
+                    "guided 2-stage / one-gen",
                     "load",
                 ],
                 finding_rows,
@@ -277,7 +300,7 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
     )
     figure, axes = new_figure(4, width=4.2)
     xs = [r["findings"] for r in findings]
-    for mode, style in (("model", "-"), ("forced", "--")):
+    for mode, style in (("model", "-"), ("forced", "--"), ("guided", ":")):
         axes[0].plot(
             xs,
             [r[mode]["one_generation_ms"] for r in findings],

@@ -64,7 +64,14 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     by_count = {r["findings"]: r for r in findings}
     if 1 in by_count and 10 in by_count:
         one, ten = by_count[1], by_count[10]
-        for mode, label in (("forced", "forced answer, all 10 grounded"), ("model", "model's own answer")):
+        modes = (
+            ("guided", "report-guided, the pipeline's default"),
+            ("forced", "forced answer, all 10 grounded"),
+            ("model", "model's own answer"),
+        )
+        for mode, label in modes:
+            if mode not in ten or mode not in one:
+                continue
             ratio = ten[mode]["one_generation_ms"] / one[mode]["one_generation_ms"]
             grounded = ten[mode]["one_generation_grounded"]
             rows.append(

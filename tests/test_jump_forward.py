@@ -1,0 +1,307 @@
+"""Issue 12: jump-forward decoding under the report guide. `ReportGuide.forced_tokens` names the tokens the guide
+leaves no choice about; `generate_grounding` feeds each such run to the LM in one forward and reads the LM's
+logits only where the guide leaves a choice. Its answers and boxes are those of token-by-token guided `generate`,
+with far fewer LM forwards (a 10-finding report: at least 3x fewer than tokens generated)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import REPO_ROOT, xray_like
+from PIL import Image
+from transformers import LogitsProcessor, LogitsProcessorList
+
+import medrg
+
+TOLERANCE = 1e-4
+HANDWRITTEN = REPO_ROOT / "tests" / "data" / "handwritten_reports.jsonl"
+TEN_FINDINGS = json.loads(HANDWRITTEN.read_text().splitlines()[31])["report"]  # hw32
+REPORTS = {
+    0: "Heart size is normal. Lungs are clear. No pneumothorax or pleural effusion.",
+    1: "Nodule in the right upper lobe.",
+    3: "Left pleural effusion. Mild cardiomegaly with a small right apical pneumothorax.",
+    10: TEN_FINDINGS,
+}
+
+
+class TokenByToken(LogitsProcessor):
+    """The guide's mask without `forced_tokens`: `generate_grounding` then decodes with `generate`, one forward
+    per token (the reference)."""
+
+    def __init__(self, guide):
+        self.guide = guide
+
+    def __call__(self, input_ids, scores):
+        return self.guide(input_ids, scores)
+
+
+class CountLMForwards:
+    def __init__(self, model):
+        self.calls = 0
+        self._handle = model.language_model.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        self.calls += 1
+
+    def remove(self):
+        self._handle.remove()
+
+
+@pytest.fixture(scope="module")
+def tiny_sharp():
+    """The tiny random model with its box decoder at unit gain (see test_one_pass_grounding.tiny_sharp: with the
+    small initialisation every box sits near 0.5 and a 1e-4 comparison would say nothing)."""
+    model, processor = medrg.build_tiny_medrg(seed=0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.box_decoder.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(
+                    torch.randn(parameter.shape, generator=generator) / parameter.shape[-1] ** 0.5
+                )
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    model, processor = medrg.load_medrg("default")
+    return model.eval(), processor
+
+
+def _images(model_name, count):
+    if model_name == "default":
+        example = Image.open(REPO_ROOT / "docs" / "example_cxr.png").convert("L")
+        return [example.rotate(5 * i) if i else example for i in range(count)]
+    return [xray_like(seed=i) for i in range(count)]
+
+
+def _run(model, processor, reports, images, guide_factory=None, max_new_tokens=None):
+    """Jump-forward and token-by-token outputs for one batch, with the LM forward counts of each."""
+    inputs = processor(images=images, text=reports, return_tensors="pt")
+    prompt = inputs["input_ids"].shape[1]
+    phrases = processor.report_phrases(reports)
+    guide = processor.report_guide(phrases, prompt)
+    if max_new_tokens is None:
+        max_new_tokens = max(64, guide.min_new_tokens())
+    results = []
+    for processors in (LogitsProcessorList([guide]), [TokenByToken(guide)]):
+        counter = CountLMForwards(model)
+        try:
+            out = model.generate_grounding(
+                inputs["input_ids"],
+                inputs["pixel_values"],
+                inputs["attention_mask"],
+                max_new_tokens=max_new_tokens,
+                logits_processor=processors,
+            )
+        finally:
+            counter.remove()
+        results.append((out, counter.calls))
+    return inputs, phrases, results
+
+
+def _assert_same(jump, reference):
+    assert torch.equal(jump.sequences, reference.sequences)
+    assert jump.prompt_length == reference.prompt_length
+    assert torch.equal(jump.generated_mask, reference.generated_mask)
+    assert torch.equal(jump.finished, reference.finished)
+    assert torch.equal(jump.box_mask, reference.box_mask)
+    assert torch.equal(jump.box_token_positions, reference.box_token_positions)
+    assert jump.pred_boxes.shape == reference.pred_boxes.shape
+    assert jump.pred_scores.shape == reference.pred_scores.shape
+    assert torch.allclose(jump.pred_boxes, reference.pred_boxes, rtol=0, atol=TOLERANCE)
+    assert torch.allclose(jump.pred_scores, reference.pred_scores, rtol=0, atol=TOLERANCE)
+
+
+# ---- ReportGuide.forced_tokens ----
+
+
+def _guide(processor, phrases, require_all=True):
+    return processor.report_guide([phrases], prompt_length=0, require_all=require_all)
+
+
+def _walk(guide, sample=0):
+    """Follow the guide choosing the first allowed token at every choice; check forced_tokens on the way."""
+    generated = []
+    while True:
+        forced = guide.forced_tokens(sample, generated)
+        allowed = guide.allowed_tokens(sample, generated)
+        if not allowed:
+            assert forced == []
+            return generated
+        if len(allowed) > 1:
+            assert forced == []
+            generated.append(allowed[0])
+            continue
+        # forced: the run is exactly the chain of single allowed tokens
+        assert forced and forced[0] == allowed[0]
+        for index, token in enumerate(forced):
+            assert guide.allowed_tokens(sample, generated + forced[:index]) == [token]
+        after = generated + forced
+        if forced[-1] != guide.eos_token_id:
+            assert len(guide.allowed_tokens(sample, after)) > 1
+        else:
+            assert forced.count(guide.eos_token_id) == 1
+        generated = after
+
+
+def test_forced_tokens_of_a_normal_report_is_the_whole_no_finding_answer(tiny):
+    _, processor = tiny
+    guide = _guide(processor, [])
+    forced = guide.forced_tokens(0, [])
+    assert forced == [*guide.options[0]["none"], guide.eos_token_id]
+    assert guide.forced_tokens(0, forced) == []  # complete
+
+
+def test_forced_tokens_of_one_finding_is_the_whole_answer(tiny):
+    _, processor = tiny
+    guide = _guide(processor, ["right upper lobe nodule"])
+    option = guide.options[0]
+    forced = guide.forced_tokens(0, [])
+    assert forced == [*option["first"][0], guide.box_token_id, *option["end"], guide.eos_token_id]
+    # from any point inside the answer, the rest of it
+    for cut in range(len(forced)):
+        assert guide.forced_tokens(0, forced[:cut]) == forced[cut:]
+
+
+def test_forced_tokens_stop_at_each_choice_and_run_through_phrase_box_and_separator(tiny):
+    _, processor = tiny
+    phrases = ["left pleural effusion", "cardiomegaly", "right apical pneumothorax"]
+    guide = _guide(processor, phrases)
+    option = guide.options[0]
+    assert guide.forced_tokens(0, []) == []  # three first phrases to choose from
+    first = option["first"][1]  # "cardiomegaly"
+    forced = guide.forced_tokens(0, first[:1])
+    # the rest of the phrase and its <BOX>, then (the separator is shared by the remaining phrases) on up to the
+    # next choice
+    assert forced[: len(first) - 1 + 1] == [*first[1:], guide.box_token_id]
+    assert len(guide.allowed_tokens(0, first[:1] + forced)) == 2
+    answer = _walk(guide)
+    assert answer.count(guide.box_token_id) == 3 and answer[-1] == guide.eos_token_id
+
+
+def test_forced_tokens_after_the_last_phrase_run_to_eos_unless_the_answer_may_end_early(tiny):
+    _, processor = tiny
+    phrases = ["left pleural effusion", "cardiomegaly"]
+    strict = _guide(processor, phrases)
+    answer = _walk(strict)
+    last_box = len(answer) - 1 - answer[::-1].index(strict.box_token_id)
+    assert strict.forced_tokens(0, answer[: last_box + 1]) == answer[last_box + 1 :]
+    loose = _guide(processor, phrases, require_all=False)
+    _walk(loose)
+    first = loose.options[0]["first"][0]
+    # after one phrase the answer may end or go on: a choice
+    assert loose.forced_tokens(0, [*first, loose.box_token_id]) == []
+
+
+def test_forced_tokens_of_a_finished_or_off_guide_answer_are_empty(tiny):
+    _, processor = tiny
+    guide = _guide(processor, ["cardiomegaly"])
+    answer = _walk(guide)
+    assert guide.forced_tokens(0, answer) == []
+    off = processor.tokenizer.encode(" zebra", add_special_tokens=False)
+    assert guide.forced_tokens(0, off) == []
+
+
+def test_forced_tokens_of_the_ten_finding_report(tiny):
+    _, processor = tiny
+    phrases = processor.report_phrases([TEN_FINDINGS])[0]
+    assert len(phrases) == 10
+    guide = _guide(processor, phrases)
+    answer = _walk(guide)
+    assert answer.count(guide.box_token_id) == 10
+
+
+# ---- jump-forward decoding equals token-by-token guided generation ----
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "default"])
+def test_jump_forward_equals_token_by_token_guided_generation(model_name, tiny_sharp, default_model):
+    model, processor = tiny_sharp if model_name == "tiny" else default_model
+    counts = [0, 1, 3, 10]
+    reports = [REPORTS[n] for n in counts]
+    inputs, phrases, [(jump, jump_calls), (reference, reference_calls)] = _run(
+        model, processor, reports, _images(model_name, len(reports))
+    )
+    mask = inputs["attention_mask"]
+    assert bool((mask[:, 0] == 0).any()) and len(set(mask.sum(1).tolist())) > 1, "reports must be left-padded"
+    assert [len(p) for p in phrases] == counts
+    _assert_same(jump, reference)
+    # every stated finding grounded, the normal report without a box, all answers complete
+    assert jump.box_mask.sum(1).tolist() == counts
+    assert jump.finished.all()
+    generated = jump.sequences.shape[1] - jump.prompt_length
+    assert reference_calls == generated  # one per generated token (the last, EOS, never fed) + the prefill
+    assert jump_calls < reference_calls
+    if model_name == "default":
+        real = jump.pred_boxes[jump.box_mask]
+        assert (real - real.mean(0)).abs().max() > 100 * TOLERANCE
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "default"])
+@pytest.mark.parametrize("findings", [0, 1, 3, 10])
+def test_jump_forward_single_report(model_name, findings, tiny_sharp, default_model):
+    model, processor = tiny_sharp if model_name == "tiny" else default_model
+    _, phrases, [(jump, jump_calls), (reference, reference_calls)] = _run(
+        model, processor, [REPORTS[findings]], _images(model_name, 1)
+    )
+    _assert_same(jump, reference)
+    assert jump.box_mask.sum().item() == findings and bool(jump.finished.all())
+    generated = jump.sequences.shape[1] - jump.prompt_length
+    assert reference_calls == generated
+    if findings == 10:
+        assert jump_calls * 3 <= generated, (jump_calls, generated)
+    else:
+        assert jump_calls < generated or generated <= 2
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "default"])
+def test_jump_forward_cut_off_by_max_new_tokens(model_name, tiny_sharp, default_model):
+    """A budget that ends inside the answers (right after a <BOX> for one of them): the same cut answers,
+    finished False, the trailing <BOX> grounded."""
+    model, processor = tiny_sharp if model_name == "tiny" else default_model
+    reports = [REPORTS[3], REPORTS[10], REPORTS[1]]
+    images = _images(model_name, len(reports))
+    _, _, [(full, _), _] = _run(model, processor, reports, images)
+    box = processor.box_token_id
+    generated = full.sequences[1, full.prompt_length :].tolist()
+    second_box = [i for i, t in enumerate(generated) if t == box][1] + 1
+    for budget in (1, second_box, second_box + 1, second_box + 3):
+        _, _, [(jump, _), (reference, _)] = _run(model, processor, reports, images, max_new_tokens=budget)
+        _assert_same(jump, reference)
+        assert jump.sequences.shape[1] - jump.prompt_length == budget
+        assert not bool(jump.finished[1])
+        if budget == second_box:
+            assert int(jump.box_token_positions[1].max()) == jump.sequences.shape[1] - 1
+
+
+def test_other_decoding_settings_fall_back_to_generate(tiny_sharp):
+    """Extra logits processors, sampling or no cache: `generate` (one forward per token) as before."""
+    model, processor = tiny_sharp
+    reports = [REPORTS[3]]
+    inputs = processor(images=_images("tiny", 1), text=reports, return_tensors="pt")
+    guide = processor.report_guide(processor.report_phrases(reports), inputs["input_ids"].shape[1])
+    assert model._jump_forward_guide({"logits_processor": [guide], "do_sample": False}) is guide
+    assert model._jump_forward_guide({"logits_processor": [TokenByToken(guide)]}) is None
+    assert model._jump_forward_guide({"logits_processor": [guide, TokenByToken(guide)]}) is None
+    assert model._jump_forward_guide({"logits_processor": [guide], "use_cache": False}) is None
+    assert model._jump_forward_guide({"logits_processor": [guide], "do_sample": True}) is None
+    assert model._jump_forward_guide({"logits_processor": [guide], "repetition_penalty": 1.3}) is None
+    assert model._jump_forward_guide({"logits_processor": [guide], "stopping_criteria": []}) is None
+    assert model._jump_forward_guide({}) is None
+    counter = CountLMForwards(model)
+    try:
+        out = model.generate_grounding(
+            inputs["input_ids"],
+            inputs["pixel_values"],
+            inputs["attention_mask"],
+            max_new_tokens=64,
+            logits_processor=[guide],
+            use_cache=False,
+        )
+    finally:
+        counter.remove()
+    assert counter.calls == out.sequences.shape[1] - out.prompt_length
+    assert out.box_mask.sum().item() == 3
