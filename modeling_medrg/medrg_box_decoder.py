@@ -145,9 +145,11 @@ class MedRGPhraseAttention(nn.Module):
         a tiny LM's last-layer states at phrase ends collapse to "the next token is `<BOX>`", its embeddings
         keep the words."""
         length = hidden_states.shape[1]
-        rows = token_embeddings[batch_index].to(hidden_states.dtype)  # (M, L, H)
+        # keys and values once per sample, then one row per <BOX> (not M copies of the whole sequence projected)
+        embeddings = token_embeddings.to(hidden_states.dtype)
+        keys, values = self.key(embeddings)[batch_index], self.value(embeddings)[batch_index]  # (M, L, dim)
         query = self.query(hidden_states[batch_index, positions])  # (M, dim)
-        scores = torch.einsum("mld,md->ml", self.key(rows), query) / math.sqrt(query.shape[-1])
+        scores = torch.einsum("mld,md->ml", keys, query) / math.sqrt(query.shape[-1])
         distance = positions[:, None] - torch.arange(length, device=positions.device)[None]  # (M, L)
         valid = distance >= 1  # the phrase tokens before the <BOX>, not the <BOX> state itself
         if attention_mask is not None:
@@ -155,8 +157,8 @@ class MedRGPhraseAttention(nn.Module):
         clamped = distance.clamp(0, self.max_distance)
         bias = self.distance_bias(clamped).squeeze(-1) - self.recency_slope * clamped
         scores = scores + bias.to(scores.dtype)
-        weights = torch.softmax(scores.float().masked_fill(~valid, float("-inf")), dim=-1).to(rows.dtype)
-        return torch.einsum("ml,mld->md", weights, self.value(rows))
+        weights = torch.softmax(scores.float().masked_fill(~valid, float("-inf")), dim=-1).to(values.dtype)
+        return torch.einsum("ml,mld->md", weights, values)
 
 
 class MedRGBoxDecoder(nn.Module):
@@ -208,19 +210,19 @@ class MedRGBoxDecoder(nn.Module):
             boxes: `(L + 1, M, K, 4)` cxcywh in [0, 1] (the first guess, then one per layer);
             score_logits: `(M, K)`.
         """
-        feature_grid = feature_grid[batch_index]
-        num, height, width, _ = feature_grid.shape
+        images, height, width, channels = feature_grid.shape
+        num = batch_index.shape[0]
         phrase = self.phrase_attention(
             hidden_states, token_embeddings, attention_mask, batch_index, positions
         )
         box_hidden_states = torch.cat(
             (self.box_state_norm(hidden_states[batch_index, positions]), self.phrase_norm(phrase)), -1
         )
-        memory = self.memory_norm(
-            self.memory_proj(feature_grid.reshape(num, height * width, feature_grid.shape[-1]))
-        )
+        # the image memory once per image, then one row per <BOX>
+        memory = self.memory_norm(self.memory_proj(feature_grid.reshape(images, height * width, channels)))
         memory_keys = memory + grid_positions(height, width, self.dim, memory.device, memory.dtype)[None]
-        feature_map = memory.transpose(1, 2).reshape(num, self.dim, height, width)
+        feature_map = memory.transpose(1, 2).reshape(images, self.dim, height, width)[batch_index]
+        memory, memory_keys = memory[batch_index], memory_keys[batch_index]
         queries = self.query_proj(box_hidden_states.to(memory.dtype)).reshape(num, self.num_queries, self.dim)
         queries = queries + self.query_embed.weight[None]
         # first guess: the phrase query takes one global look at the image (a text-only guess is far from small
