@@ -87,10 +87,14 @@ def _labels(records):
 
 OPTION_CASES = [
     # (id, call options, check on the records, given every hypothesis)
-    ("threshold=1.0 removes every box", {"threshold": 1.0}, lambda recs, everything: recs == []),
+    (
+        "threshold=1.0 removes every box (without the best-box exemption)",
+        {"threshold": 1.0, "keep_top_box": False},
+        lambda recs, everything: recs == [],
+    ),
     (
         "threshold=0.5 keeps exactly the phrases with a box at or above it",
-        {"threshold": 0.5},
+        {"threshold": 0.5, "keep_top_box": False},
         lambda recs, everything: (
             all(r["score"] >= 0.5 for r in recs)
             and set(_labels(recs)) == {r["label"] for r in everything if r["score"] >= 0.5}
@@ -120,12 +124,19 @@ OPTION_CASES = [
         lambda recs, everything: recs == everything,
     ),
     (
-        "the defaults are DEFAULT_THRESHOLD and top_k=1",
+        "the defaults: report-guided, top_k=1, each stated finding keeps its best box (threshold only for more)",
         {},
         lambda recs, everything: (
-            sorted(_labels(recs)) == sorted({r["label"] for r in everything if r["score"] >= 0.1})
-            and all(r["score"] >= DEFAULT_THRESHOLD for r in recs)
+            sorted(_labels(recs)) == sorted(_findings())
+            and all(
+                r["score"] == max(e["score"] for e in everything if e["label"] == r["label"]) for r in recs
+            )
         ),
+    ),
+    (
+        "free reading: DEFAULT_THRESHOLD filters every box",
+        {"guided": False},
+        lambda recs, everything: all(r["score"] >= DEFAULT_THRESHOLD for r in recs),
     ),
     (
         "keep_top_box=True is the explicit best-box exemption",
@@ -178,7 +189,9 @@ def test_an_unknown_option_at_construction_is_also_a_type_error(pipe):
 
 
 def test_construction_options_are_call_defaults(pipe):
-    strict = ReportGroundingPipeline(model=pipe.model, processor=pipe.processor, threshold=1.0)
+    strict = ReportGroundingPipeline(
+        model=pipe.model, processor=pipe.processor, threshold=1.0, keep_top_box=False
+    )
     assert strict(EXAMPLE, report=REPORT) == []
     assert sorted(_labels(strict(EXAMPLE, report=REPORT, threshold=0.0))) == sorted(
         _findings()
@@ -356,6 +369,6 @@ def test_a_threshold_between_two_phrases_best_scores_drops_the_weaker_phrase(pip
     best = sorted({max(r["score"] for r in everything if r["label"] == label) for label in _findings()})
     assert len(best) >= 2 and best[0] < best[-1], best
     threshold = (best[0] + best[-1]) / 2
-    kept = pipe(image, report=REPORT, threshold=threshold)
+    kept = pipe(image, report=REPORT, threshold=threshold, keep_top_box=False)
     assert kept and set(_labels(kept)) != _findings()
     assert all(r["score"] >= threshold for r in kept)
