@@ -77,7 +77,11 @@ def ece(scores: list[float], hits: list[bool], a: float = 1.0, b: float = 0.0) -
 
 
 def calibration_examples(
-    image_size: int, synthcxr_examples: int, writer: str | None, data_dir: str
+    image_size: int,
+    synthcxr_examples: int,
+    writer: str | None,
+    data_dir: str,
+    chestxray8_max: int | None = None,
 ) -> list[dict]:
     import medrg
 
@@ -91,7 +95,10 @@ def calibration_examples(
     examples = list(synth["validation"])
     if writer:
         cxr = medrg.load_grounding_dataset("chestxray8", data_dir=data_dir, reports=writer, progress=False)
-        examples += list(cxr["train"])
+        train = cxr["train"]
+        if chestxray8_max is not None:
+            train = train.select(range(min(chestxray8_max, len(train))))
+        examples += list(train)
     return examples
 
 
@@ -105,6 +112,7 @@ def main() -> None:
     parser.add_argument(
         "--chestxray8-writer", default=None, help="also calibrate on these ChestX-ray8 train reports"
     )
+    parser.add_argument("--chestxray8-max", type=int, default=None, help="at most this many ChestX-ray8 rows")
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--write", action="store_true", help="store score_calibration in the model folder")
@@ -118,14 +126,23 @@ def main() -> None:
     model.eval()
     name = args.name or ("default" if args.model == "default" else Path(args.model).name)
     examples = calibration_examples(
-        processor.image_processor.image_size, args.synthcxr_examples, args.chestxray8_writer, args.data_dir
+        processor.image_processor.image_size,
+        args.synthcxr_examples,
+        args.chestxray8_writer,
+        args.data_dir,
+        args.chestxray8_max,
     )
     scores, hits = score_hit_pairs(model, processor, examples, args.batch_size)
     a, b = fit_platt(scores, hits)
     result = {
         "model": name,
         "calibration_set": f"SynthCXR validation (seed {CALIBRATION_SEED}, {args.synthcxr_examples} examples)"
-        + (f" + ChestX-ray8 train, {args.chestxray8_writer} reports" if args.chestxray8_writer else ""),
+        + (
+            f" + ChestX-ray8 train, {args.chestxray8_writer} reports"
+            + (f" (first {args.chestxray8_max} rows)" if args.chestxray8_max else "")
+            if args.chestxray8_writer
+            else ""
+        ),
         "predictions": len(scores),
         "hit_rate": sum(hits) / len(hits),
         "score_calibration": [round(a, 4), round(b, 4)],
