@@ -270,7 +270,12 @@ def render_comparison(names: list[str]) -> str:
     datas = list(dict.fromkeys(row["data"] for r in results for row in r["rows"]))
     for data in datas:
         prior = next(
-            (row for row in results[0]["rows"] if row["data"] == data and row["method"].startswith("prior")),
+            (
+                row
+                for r in results
+                for row in r["rows"]
+                if row["data"] == data and row["method"].startswith("prior")
+            ),
             None,
         )
         entries = [(prior, "–")] if prior else []
