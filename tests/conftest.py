@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from transformers import LogitsProcessor
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -142,3 +143,49 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", *, slope=None, intercep
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+class ForceAnswers(LogitsProcessor):
+    """A logits processor that forces a fixed continuation per row (then EOS forever)."""
+
+    def __init__(self, answers, eos, prompt_length):
+        self.answers, self.eos, self.prompt_length = answers, eos, prompt_length
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        step = input_ids.shape[1] - self.prompt_length
+        forced = torch.full_like(scores, float("-inf"))
+        for row, answer in enumerate(self.answers):
+            forced[row, answer[step] if step < len(answer) else self.eos] = 0
+        return forced
+
+
+@pytest.fixture(scope="module")
+def tiny_sharp():
+    """The tiny random model with its box decoder's matrices re-drawn at unit gain (std 1/sqrt(fan_in)): with the
+    model's small initialisation the boxes sit within ~1e-4 of 0.5 whatever the input, which would make a
+    comparison at 1e-4 vacuous. (Much larger weights amplify float noise: the KV-cached and the full pass differ
+    by ~5e-7 in the LM state, as any two LM passes do.)"""
+    import torch
+
+    import medrg
+
+    model, processor = medrg.build_tiny_medrg(seed=0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.box_decoder.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(
+                    torch.randn(parameter.shape, generator=generator) / parameter.shape[-1] ** 0.5
+                )
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    """The embedded default model in eval mode, with its processor."""
+    import medrg
+
+    model, processor = medrg.load_medrg("default")
+    return model.eval(), processor

@@ -13,8 +13,6 @@ from conftest import REPO_ROOT, xray_like
 from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
-import medrg
-
 TOLERANCE = 1e-4
 HANDWRITTEN = REPO_ROOT / "tests" / "data" / "handwritten_reports.jsonl"
 TEN_FINDINGS = json.loads(HANDWRITTEN.read_text().splitlines()[31])["report"]  # hw32
@@ -47,27 +45,6 @@ class CountLMForwards:
 
     def remove(self):
         self._handle.remove()
-
-
-@pytest.fixture(scope="module")
-def tiny_sharp():
-    """The tiny random model with its box decoder at unit gain (see test_one_pass_grounding.tiny_sharp: with the
-    small initialisation every box sits near 0.5 and a 1e-4 comparison would say nothing)."""
-    model, processor = medrg.build_tiny_medrg(seed=0)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.box_decoder.parameters():
-            if parameter.dim() > 1:
-                parameter.copy_(
-                    torch.randn(parameter.shape, generator=generator) / parameter.shape[-1] ** 0.5
-                )
-    return model.eval(), processor
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    model, processor = medrg.load_medrg("default")
-    return model.eval(), processor
 
 
 def _images(model_name, count):

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import xray_like
+from conftest import ForceAnswers, xray_like
 from medrg.modeling_medrg.medrg_loss import box_losses, match_queries_to_targets
 from medrg.modeling_medrg.modeling_medrg import MedRGModel
 from transformers import AutoModel, LogitsProcessor, LogitsProcessorList
@@ -132,20 +132,6 @@ def test_box_as_last_generated_token_is_grounded(tiny):
         assert ((0 <= boxes[:, 0]) & (boxes[:, 0] <= boxes[:, 2]) & (boxes[:, 2] <= 80)).all()
         assert ((0 <= boxes[:, 1]) & (boxes[:, 1] <= boxes[:, 3]) & (boxes[:, 3] <= 96)).all()
         assert ((0 <= record["scores"]) & (record["scores"] <= 1)).all()
-
-
-class ForceAnswers(LogitsProcessor):
-    """Forces a fixed continuation per row (then EOS forever)."""
-
-    def __init__(self, answers, eos, prompt_length):
-        self.answers, self.eos, self.prompt_length = answers, eos, prompt_length
-
-    def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self.prompt_length
-        forced = torch.full_like(scores, float("-inf"))
-        for row, answer in enumerate(self.answers):
-            forced[row, answer[step] if step < len(answer) else self.eos] = 0
-        return forced
 
 
 def test_generate_grounding_returns_padded_boxes_with_mask_and_finished(tiny):

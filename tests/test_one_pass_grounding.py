@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REPO_ROOT, xray_like
+from conftest import REPO_ROOT, ForceAnswers, xray_like
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
-
-import medrg
+from transformers import LogitsProcessorList
 
 TOLERANCE = 1e-4
 REPORTS = [
@@ -22,20 +20,6 @@ PHRASES = [
     ["bilateral effusions"],
     ["pneumothorax", "nodule", "atelectasis", "effusion"],
 ]
-
-
-class ForceAnswers(LogitsProcessor):
-    """Forces a fixed answer per row, then EOS."""
-
-    def __init__(self, answers, eos, prompt_length):
-        self.answers, self.eos, self.prompt_length = answers, eos, prompt_length
-
-    def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self.prompt_length
-        forced = torch.full_like(scores, float("-inf"))
-        for row, answer in enumerate(self.answers):
-            forced[row, answer[step] if step < len(answer) else self.eos] = 0
-        return forced
 
 
 class CountCalls:
@@ -60,29 +44,6 @@ class CountCalls:
     def remove(self):
         self._handle.remove()
         del self._model._ground_teacher_forced
-
-
-@pytest.fixture(scope="module")
-def tiny_sharp():
-    """The tiny random model with its box decoder's matrices re-drawn at unit gain (std 1/sqrt(fan_in)): with the
-    model's small initialisation the boxes sit within ~1e-4 of 0.5 whatever the input, which would make a
-    comparison at 1e-4 vacuous. (Much larger weights amplify float noise: the KV-cached and the full pass differ
-    by ~5e-7 in the LM state, as any two LM passes do.)"""
-    model, processor = medrg.build_tiny_medrg(seed=0)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.box_decoder.parameters():
-            if parameter.dim() > 1:
-                parameter.copy_(
-                    torch.randn(parameter.shape, generator=generator) / parameter.shape[-1] ** 0.5
-                )
-    return model.eval(), processor
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    model, processor = medrg.load_medrg("default")
-    return model.eval(), processor
 
 
 def _images(processor, model_name):
