@@ -71,8 +71,9 @@ def fit_platt(scores: list[float], hits: list[bool], steps: int = 200) -> tuple[
 
 def ece(scores: list[float], hits: list[bool], a: float = 1.0, b: float = 0.0) -> float:
     from medrg.evaluation.grounding_accuracy.grounding_metrics import expected_calibration_error
+    from medrg.processing.processing_medrg import platt_scale
 
-    calibrated = torch.sigmoid(a * torch.logit(torch.tensor(scores, dtype=torch.float64), eps=1e-6) + b)
+    calibrated = platt_scale(torch.tensor(scores, dtype=torch.float64), a, b)
     return float(expected_calibration_error(calibrated.tolist(), hits)["ece"])
 
 

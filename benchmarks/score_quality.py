@@ -68,7 +68,7 @@ def main() -> None:
     rows = []
     for data_name, examples in sets.items():
         scores, hits = score_hit_pairs(model, processor, examples, args.batch_size)
-        calibrated = torch.sigmoid(a * torch.logit(torch.tensor(scores, dtype=torch.float64), eps=1e-6) + b)
+        calibrated = processor.calibrate_scores(torch.tensor(scores, dtype=torch.float64))
         rows.append(
             {
                 "data": data_name,

@@ -26,6 +26,11 @@ from .prompting_medrg import (
 IGNORE_INDEX = -100
 
 
+def platt_scale(scores: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    """`sigmoid(a * logit(scores) + b)`: the score calibration of `MedRGProcessor.score_calibration`."""
+    return torch.sigmoid(a * torch.logit(scores, eps=1e-6) + b)
+
+
 class MedRGProcessor(ProcessorMixin):
     r"""
     Turns (X-ray, report[, findings]) into MedRG inputs, and MedRG's generations into boxes per finding phrase.
@@ -96,7 +101,7 @@ class MedRGProcessor(ProcessorMixin):
         a, b = self.score_calibration
         if a == 1.0 and b == 0.0:
             return scores
-        return torch.sigmoid(a * torch.logit(scores.float(), eps=1e-6) + b)
+        return platt_scale(scores.float(), a, b)
 
     @property
     def image_size(self) -> int:
@@ -484,4 +489,4 @@ class MedRGProcessor(ProcessorMixin):
         return results
 
 
-__all__ = ["IGNORE_INDEX", "MedRGProcessor"]
+__all__ = ["IGNORE_INDEX", "MedRGProcessor", "platt_scale"]
