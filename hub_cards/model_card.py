@@ -81,9 +81,12 @@ processor = AutoProcessor.from_pretrained("$repo_id")  # MedRGProcessor
 
 $without_medrg
 
-Options: `threshold` (default 0.1: boxes with a lower confidence are dropped), `top_k` (boxes per phrase, default
-1), `max_new_tokens` (default 64), `return_status=True` (per input `finished` and `report_truncated`, so that "no
-finding" is not confused with "the answer was cut off"). Inputs: PNG/JPEG (8 or 16 bit), DICOM, numpy arrays,
+Options: `threshold` (a threshold you set drops every box with a lower confidence; without one, the report-guided
+answer keeps each stated finding's best box with its score and the unguided answer drops boxes below 0.1),
+`top_k` (boxes per phrase, default 1), `max_new_tokens` (default 64), `return_status=True` (per input `finished`,
+`report_truncated` and `read`: every finding the report states, with whether it got a box and why not, so that "no
+finding" is not confused with "the answer was cut off", "below the threshold" or "a finding this model does not
+box"). The finding vocabulary the report reader uses is the `vocabulary` entry of `processor_config.json`. Inputs: PNG/JPEG (8 or 16 bit), DICOM, numpy arrays,
 PIL images, `http(s)` URLs, `datasets` rows and datasets with `image` and `report` columns.
 
 ## Intended use

@@ -53,7 +53,16 @@ def make_grounder(model: Any = "default", threshold: float | None = None, trust_
             raise ValueError("the report is empty: paste the free-text report to ground")
         if image is None:
             raise ValueError("no image: upload a chest X-ray (PNG, JPEG or DICOM)")
-        pixels = load_image(image)
+        if isinstance(image, (str, os.PathLike)):
+            # an upload's file name may name the patient: errors never show it (nor its temporary path)
+            try:
+                pixels = load_image(image)
+            except ValueError:
+                raise ValueError(
+                    "the uploaded file cannot be read as an image: upload a PNG, JPEG or DICOM chest X-ray"
+                ) from None
+        else:
+            pixels = load_image(image)
         (records,) = predict_groundings(
             loaded, processor, [{"image": pixels, "report": report}], batch_size=1, threshold=cutoff
         )

@@ -23,6 +23,8 @@ from typing import Any
 
 DEFAULT_NAME = "default"  # = medrg.loading.DEFAULT_NAME (not imported here: `--help` stays light)
 OVERLAY_SUFFIXES = (".png", ".jpg", ".jpeg")
+# what --report-file reads at most (a report is a few KB; guards /dev/zero and the like)
+MAX_REPORT_FILE_BYTES = 2**20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     report = parser.add_mutually_exclusive_group(required=True)
     report.add_argument("--report", help="the free-text report")
-    report.add_argument("--report-file", help="a UTF-8 text file holding the report")
+    report.add_argument(
+        "--report-file", help="a UTF-8 text file holding the report ('-' reads it from standard input)"
+    )
     parser.add_argument(
         "--model",
         default=DEFAULT_NAME,
@@ -43,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="drop boxes below this confidence in [0, 1] (default: the pipeline's DEFAULT_THRESHOLD, "
-        "medrg.processing.pipeline_medrg); 0 keeps every box",
+        help="drop every box below this confidence in [0, 1]; a stated finding whose box is dropped is still "
+        "listed as read, not grounded (default: none for the report-guided answer, which shows each stated "
+        "finding's best box with its score; with --free the pipeline's DEFAULT_THRESHOLD 0.1); 0 keeps every box",
     )
     parser.add_argument(
         "--top-k",
@@ -78,19 +83,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _read_report_bytes(report_file: str) -> bytes:
+    """The bytes of `--report-file`: `-` is standard input; a regular file, a pipe/FIFO, `/dev/stdin` or a
+    process substitution `<(...)` is read (at most MAX_REPORT_FILE_BYTES); ValueError naming the file otherwise."""
+    if report_file == "-":
+        return sys.stdin.buffer.read(MAX_REPORT_FILE_BYTES + 1)
+    path = Path(report_file)
+    if not path.exists():
+        raise ValueError(f"report file not found: {report_file}")
+    if path.is_dir():
+        raise ValueError(f"--report-file {report_file} is a folder; expected a UTF-8 text file")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_REPORT_FILE_BYTES + 1)
+    except OSError as error:
+        raise ValueError(f"report file {report_file} cannot be read: {error.strerror or error}") from None
+
+
 def read_report(report: str | None, report_file: str | None) -> str:
-    """The report text from `--report` or `--report-file`; ValueError if missing, unreadable or empty."""
+    """The report text from `--report` or `--report-file` (`-` for standard input); ValueError if missing,
+    unreadable, not UTF-8, over MAX_REPORT_FILE_BYTES or empty."""
     if report is None:
-        path = Path(report_file)
-        if not path.is_file():
-            raise ValueError(f"report file not found: {report_file}")
+        name = "standard input" if report_file == "-" else report_file
+        data = _read_report_bytes(report_file)
+        if len(data) > MAX_REPORT_FILE_BYTES:
+            raise ValueError(
+                f"report file {name} is larger than {MAX_REPORT_FILE_BYTES // 2**20} MiB: not a report"
+            )
         try:
-            report = path.read_text(encoding="utf-8")
+            report = data.decode("utf-8")
         except UnicodeDecodeError as error:
             raise ValueError(
-                f"report file {report_file} is not UTF-8 text ({error.reason} at byte {error.start})"
+                f"report file {name} is not UTF-8 text ({error.reason} at byte {error.start})"
             ) from None
-        source = f"report file {report_file}"
+        source = f"report file {name}"
     else:
         source = "--report"
     if not report.strip():
@@ -103,8 +129,12 @@ def read_image(path: str) -> Any:
     file = Path(path)
     if not file.exists():
         raise ValueError(f"image file not found: {path}")
-    if not file.is_file():
+    if file.is_dir():
         raise ValueError(f"--image {path} is a folder; expected an image file (PNG/JPEG/DICOM)")
+    if not file.is_file():
+        raise ValueError(
+            f"--image {path} is not a regular file (a pipe, device or socket); save the image to a file first"
+        )
     from medrg.processing.image_processing_medrg import load_image
 
     return load_image(str(file))
@@ -142,6 +172,18 @@ def format_records(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_not_grounded(read: list[dict], unsupported: list[str]) -> str:
+    """One line per stated finding that got no box (`read, not grounded: 'emphysema' (why)`) and one per
+    sentence the reader could not read."""
+    lines = [
+        f"read, not grounded: {entry['label']!r} ({entry.get('reason', 'no box')})"
+        for entry in read
+        if not entry.get("grounded")
+    ]
+    lines += [f"not read (unsupported language): {sentence!r}" for sentence in unsupported]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     check_options(args)
     report = read_report(args.report, args.report_file)
@@ -153,17 +195,19 @@ def run(args: argparse.Namespace) -> int:
     from medrg.processing.pipeline_medrg import DEFAULT_THRESHOLD, ReportGroundingPipeline
 
     hf_logging.disable_progress_bar()  # stderr stays for errors (one line each)
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    # a threshold the caller sets filters every box; unset, the guided answer keeps each stated finding's best box
+    threshold = args.threshold if args.threshold is not None else (DEFAULT_THRESHOLD if args.free else None)
     model, processor = load_medrg(args.model, trust_remote_code=args.trust_remote_code)
     model.eval()
     pipe = ReportGroundingPipeline(model=model, processor=processor, device=model.device)
     options = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    if threshold is not None:
+        options["threshold"] = threshold
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the truncation is reported below, once
         status = pipe(
             image,
             report=report,
-            threshold=threshold,
             top_k=args.top_k,
             guided=not args.free,
             return_status=True,
@@ -190,12 +234,20 @@ def run(args: argparse.Namespace) -> int:
         from medrg.overlay import draw_groundings
 
         draw_groundings(image, records).save(args.overlay)
+    not_grounded = format_not_grounded(status.get("read", []), status.get("unsupported_text", []))
     if args.json:
         print(json.dumps(records, indent=2))
+        if not_grounded:
+            print(not_grounded, file=sys.stderr)
         return 0
     name = "default (embedded medrg/default_model)" if args.model == DEFAULT_NAME else args.model
-    print(f"model: {name}; threshold {threshold:g}")
+    shown = "threshold none (each stated finding's best box)"
+    if threshold is not None:
+        shown = f"threshold {threshold:g}"
+    print(f"model: {name}; {shown}")
     print(format_records(records))
+    if not_grounded:
+        print(not_grounded)
     if args.overlay is not None:
         print(f"overlay: {args.overlay}")
     return 0

@@ -123,6 +123,15 @@ def check_no_local_paths(out_dir: str | os.PathLike) -> None:
             )
 
 
+def _match_file_modes(out: Path) -> None:
+    """Give the weights the permissions of the folder's other files (config.json, i.e. the umask's 0644):
+    transformers writes ``model.safetensors`` through a private temporary file (mode 0600), which other users of
+    a shared or published folder could not read."""
+    mode = (out / "config.json").stat().st_mode & 0o777
+    for weights in out.glob("*.safetensors"):
+        os.chmod(weights, mode)
+
+
 def _add_custom_pipeline(out: Path) -> None:
     config_file = out / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -177,6 +186,7 @@ def save_hub_folder(
     out.mkdir(parents=True, exist_ok=True)
     model = merge_adapters(model)
     model.save_pretrained(out)  # safetensors, config.json with auto_map, modeling code
+    _match_file_modes(out)
     processor.save_pretrained(out)  # processor_config.json with auto_map, tokenizer, processing code
     custom_object_save(ReportGroundingPipeline, out)  # pipeline_medrg.py and its sibling imports, flat
     _add_custom_pipeline(out)
@@ -227,6 +237,13 @@ def load_pipeline(model: Any = None, **kwargs: Any) -> ReportGroundingPipeline:
         model = DEFAULT_MODEL_DIR
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
+    if isinstance(model, str) and os.path.exists(model):
+        # a local folder gets load_medrg's checks first: one error naming the file (and field) at fault instead
+        # of transformers' (a Hub download attempt, a raw SafetensorError, a non-MedRG model without
+        # generate_grounding), before any weight is allocated
+        from medrg.loading import check_model_folder
+
+        check_model_folder(model, trust_remote_code=bool(kwargs.get("trust_remote_code", False)))
     kwargs.setdefault("pipeline_class", ReportGroundingPipeline)
     return pipeline(TASK, model=model, **kwargs)
 

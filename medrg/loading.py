@@ -11,7 +11,10 @@ It checks the folder before transformers reads it, so that each broken or wrong 
 - a folder that brings its own Python code (``auto_map``) for a model type the installed package does
   not provide, without ``trust_remote_code=True``: the code is never imported unless asked;
 - no ``processor_config.json`` or no tokenizer file (transformers would otherwise fall back to
-  defaults and fail later with an unrelated token-count mismatch);
+  defaults and fail later with an unrelated token-count mismatch); a ``score_calibration`` that is not two
+  numbers or that saturates;
+- a ``config.json`` / ``processor_config.json`` nested too deeply to parse, or a config value out of range
+  (e.g. ``num_box_queries`` over its bound): named before any weight is allocated;
 - no ``model.safetensors`` (pickled ``.bin`` weights are refused), or a truncated / corrupt one;
 - weights that do not fit the config (missing, unexpected or mismatched tensors).
 
@@ -64,14 +67,24 @@ def _check_not_training_checkpoint(folder: Path) -> None:
         )
 
 
+def read_json_file(file: Path) -> Any:
+    """The JSON value of ``file``; ``ModelLoadError`` naming it when it is unreadable, not UTF-8 JSON or nested too
+    deeply for Python's parser (a hostile 200k-deep file is refused instead of raising ``RecursionError``)."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{file} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ModelLoadError(f"{file} is not a usable JSON file: it is nested too deeply") from None
+    except OSError as error:
+        raise ModelLoadError(f"{file} cannot be read: {error.strerror or error}") from None
+
+
 def _read_config(folder: Path, trust_remote_code: bool) -> dict:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{config_file} not found: {folder} is not a saved model folder")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"{config_file} is not valid JSON: {error}") from None
+    config = read_json_file(config_file)
     if not isinstance(config, dict):
         raise ModelLoadError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
@@ -97,6 +110,18 @@ def _check_processor_files(folder: Path) -> None:
             f"{folder / 'processor_config.json'} not found: the folder has no MedRG processor (image size, "
             "image tokens, prompt); save it with processor.save_pretrained(folder)"
         )
+    processor_config = read_json_file(folder / "processor_config.json")
+    if not isinstance(processor_config, dict):
+        raise ModelLoadError(
+            f"{folder / 'processor_config.json'}: expected a JSON object, got {type(processor_config).__name__}"
+        )
+    if "score_calibration" in processor_config:
+        from medrg.processing.processing_medrg import MedRGProcessor
+
+        try:
+            MedRGProcessor._check_calibration(processor_config["score_calibration"])
+        except ValueError as error:
+            raise ModelLoadError(f"{folder / 'processor_config.json'}: {error}") from None
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ModelLoadError(
             f"{folder} has no tokenizer ({' / '.join(TOKENIZER_FILES)}); save it with processor.save_pretrained"
@@ -156,10 +181,38 @@ def _check_weights(folder: Path) -> None:
         check_safetensors(file)
 
 
-def _load_model(folder: Path, trust_remote_code: bool, dtype: Any) -> Any:
+def _load_config_object(folder: Path, trust_remote_code: bool) -> Any:
+    """The model config, built (and validated: sizes, ids) before any weight is allocated; errors name config.json."""
+    from transformers import AutoConfig
+
+    config_file = folder / "config.json"
+    try:
+        return AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except RecursionError:
+        raise ModelLoadError(f"{config_file} is not a usable JSON file: it is nested too deeply") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ModelLoadError(f"{config_file}: {' '.join(str(error).split())}") from None
+
+
+def check_model_folder(folder: str | os.PathLike, trust_remote_code: bool = False) -> Any:
+    """Every check ``load_medrg`` makes before loading weights (see the module docstring); returns the validated
+    model config. ``ModelLoadError`` names the folder or file (and the field) at fault."""
+    import medrg  # noqa: F401  (registers the MedRG Auto classes)
+
+    folder = _resolve_folder(folder)
+    _check_not_training_checkpoint(folder)
+    _read_config(folder, trust_remote_code)
+    _check_processor_files(folder)
+    _check_weights(folder)
+    return _load_config_object(folder, trust_remote_code)
+
+
+def _load_model(folder: Path, trust_remote_code: bool, dtype: Any, config: Any = None) -> Any:
     from transformers import AutoModel
 
     kwargs = {"trust_remote_code": trust_remote_code, "output_loading_info": True}
+    if config is not None:
+        kwargs["config"] = config
     if dtype is not None:
         kwargs["dtype"] = dtype
     try:
@@ -214,16 +267,13 @@ def load_medrg(
     import medrg  # noqa: F401  (registers the MedRG Auto classes)
 
     folder = _resolve_folder(path_or_name)
-    _check_not_training_checkpoint(folder)
-    _read_config(folder, trust_remote_code)
-    _check_processor_files(folder)
-    _check_weights(folder)
-    model = _load_model(folder, trust_remote_code, dtype)
+    config = check_model_folder(folder, trust_remote_code)
+    model = _load_model(folder, trust_remote_code, dtype, config)
     from transformers import AutoProcessor
 
     try:
         processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ModelLoadError(
             f"{folder / 'processor_config.json'}: the processor cannot be loaded: {error}"
         ) from None
@@ -232,4 +282,11 @@ def load_medrg(
     return model.eval(), processor
 
 
-__all__ = ["DEFAULT_NAME", "ModelLoadError", "check_safetensors", "load_medrg"]
+__all__ = [
+    "DEFAULT_NAME",
+    "ModelLoadError",
+    "check_model_folder",
+    "check_safetensors",
+    "load_medrg",
+    "read_json_file",
+]

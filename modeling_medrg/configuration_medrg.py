@@ -9,6 +9,30 @@ from transformers.configuration_utils import SubConfigSpec
 
 _FEATURE_SELECTS = ("default", "full")
 _BOX_FEATURE_SOURCES = ("vision_tower", "grounding_encoder")
+_BOX_INITIAL_SOURCES = ("image", "text")
+_MAX_LEVELS = 8
+# Upper bounds of the MedRG head's sizes, far above any useful value: a config.json asking for more (a typo or a
+# hostile file, e.g. num_box_queries 1e9) is refused before any weight is allocated.
+_MAX_SIZES = {
+    "box_decoder_dim": 16384,
+    "box_decoder_layers": 64,
+    "box_decoder_heads": 256,
+    "box_decoder_ffn_dim": 65536,
+    "num_box_queries": 1024,
+    "box_sampling_points": 64,
+    "image_token_pooling": 64,
+    "phrase_max_distance": 65536,
+    "num_image_tokens": 65536,
+}
+
+
+def _int_list(value, name: str, minimum: int) -> list[int]:
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= _MAX_LEVELS:
+        raise ValueError(f"MedRGConfig.{name} must be a list of 1 to {_MAX_LEVELS} integers, got {value!r}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
+            raise ValueError(f"MedRGConfig.{name} must hold integers >= {minimum}, got {value!r}")
+    return list(value)
 
 
 class MedRGConfig(PreTrainedConfig):
@@ -40,6 +64,19 @@ class MedRGConfig(PreTrainedConfig):
         box_sampling_points (`int`): S; every decoder layer samples an S x S grid of features inside its current
             box (coarse-to-fine refinement around the box, as in Deformable-DETR style decoders).
         box_feature_source (`str`): `"vision_tower"` or `"grounding_encoder"` (needs `grounding_vision_config`).
+        box_feature_levels (`list[int]` or `None`): indices into the vision tower's `hidden_states` that the box
+            decoder reads as a feature pyramid (finest first, e.g. strides 8, 16 and 32 of a CNN); every layer
+            samples each level around its current box and the coarsest level is the memory of the global
+            cross-attention. `None`: the one feature grid of `vision_feature_layer`.
+        box_feature_channels (`list[int]` or `None`): the channel width of each of `box_feature_levels` (required
+            with them; the builders probe it).
+        vision_feature_channels (`int` or `None`): the channel width of `vision_feature_layer` when it is not the
+            last hidden state (`None`: read from the vision config).
+        box_initial_source (`str`): where the first box of each query comes from. `"text"`: from the `<BOX>` state
+            and its phrase alone (what the report says: finding, side, zone), so that the image only refines it
+            and the decoder's floor is the text's box; `"image"`: from one global cross-attention to the image.
+        box_sampling_window (`float`): each layer samples its S x S grid over this multiple of the current box
+            (2.0 = a window twice the box, which sees the box's edges and surroundings).
         phrase_max_distance (`int`): the phrase read-out of each `<BOX>` learns one bias per token distance up to
             this many tokens before the `<BOX>` (farther tokens share the last bias); sets the size of the
             `box_decoder.phrase_attention.distance_bias` table (`phrase_max_distance + 1` rows). Default 32.
@@ -76,6 +113,11 @@ class MedRGConfig(PreTrainedConfig):
     num_box_queries: int = 3
     box_sampling_points: int = 4
     box_feature_source: Literal["vision_tower", "grounding_encoder"] = "vision_tower"
+    box_feature_levels: list[int] | None = None
+    box_feature_channels: list[int] | None = None
+    vision_feature_channels: int | None = None
+    box_initial_source: Literal["image", "text"] = "image"
+    box_sampling_window: float = 1.0
     phrase_max_distance: int = 32
     phrase_recency_slope: float = 0.25
     lm_loss_weight: float = 1.0
@@ -94,6 +136,8 @@ class MedRGConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MedRGConfig.{name} must be a positive integer, got {value!r}")
+            if value > _MAX_SIZES.get(name, value):
+                raise ValueError(f"MedRGConfig.{name} must be at most {_MAX_SIZES[name]}, got {value!r}")
 
         for name in (
             "box_decoder_dim",
@@ -129,6 +173,7 @@ class MedRGConfig(PreTrainedConfig):
             raise ValueError(
                 'MedRGConfig.box_feature_source="grounding_encoder" needs a grounding_vision_config'
             )
+        self._check_levels()
         for name in (
             "lm_loss_weight",
             "box_l1_loss_weight",
@@ -141,6 +186,13 @@ class MedRGConfig(PreTrainedConfig):
         slope = self.phrase_recency_slope
         if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < float("inf"):
             raise ValueError(f"MedRGConfig.phrase_recency_slope must be a finite number >= 0, got {slope!r}")
+        window = self.box_sampling_window
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 8:
+            raise ValueError(f"MedRGConfig.box_sampling_window must be a number in (0, 8], got {window!r}")
+        if self.box_initial_source not in _BOX_INITIAL_SOURCES:
+            raise ValueError(
+                f"MedRGConfig.box_initial_source must be one of {_BOX_INITIAL_SOURCES}, got {self.box_initial_source!r}"
+            )
         ids = {"image_token_id": self.image_token_id, "box_token_id": self.box_token_id}
         for name, value in ids.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -149,6 +201,28 @@ class MedRGConfig(PreTrainedConfig):
             raise ValueError(
                 f"MedRGConfig.image_token_id and box_token_id must differ, both are {self.image_token_id}"
             )
+
+    def _check_levels(self) -> None:
+        if self.vision_feature_channels is not None:
+            _int_list([self.vision_feature_channels], "vision_feature_channels", 1)
+        if self.box_feature_levels is None:
+            if self.box_feature_channels is not None:
+                raise ValueError("MedRGConfig.box_feature_channels needs box_feature_levels")
+            return
+        if self.box_feature_source != "vision_tower":
+            raise ValueError('MedRGConfig.box_feature_levels needs box_feature_source="vision_tower"')
+        levels = _int_list(self.box_feature_levels, "box_feature_levels", 0)
+        if self.box_feature_channels is None:
+            raise ValueError(
+                "MedRGConfig.box_feature_levels needs box_feature_channels (one width per level)"
+            )
+        channels = _int_list(self.box_feature_channels, "box_feature_channels", 1)
+        if len(channels) != len(levels):
+            raise ValueError(
+                f"MedRGConfig.box_feature_channels ({channels}) must give one width per box_feature_levels entry "
+                f"({levels})"
+            )
+        self.box_feature_levels, self.box_feature_channels = levels, channels
 
 
 __all__ = ["MedRGConfig"]

@@ -1,10 +1,13 @@
 """The box decoder: K box queries per `<BOX>` hidden state, refined coarse-to-fine over the image features.
 
 Each `<BOX>` hidden state (plus a read-out of its phrase) is projected to K queries. A first box per query comes
-from the query after one global cross-attention to the image; every decoder layer then (1) lets the K queries of one `<BOX>` attend to each other, (2) cross-attends to the whole
-grounding feature map (with 2-D sine positions), (3) samples an S x S grid of features inside its current box
-(bilinear, like RoI-align) and (4) predicts an offset of the box in logit space. Every layer's boxes are
-returned for deep supervision; the last layer's queries also give one confidence logit each.
+either from the text alone (`box_initial_source="text"`: what the report says, finding, side and zone, so the
+decoder starts from the text's box) or from the query after one global cross-attention to the image
+(`"image"`). Every decoder layer then (1) lets the K queries of one `<BOX>` attend to each other, (2)
+cross-attends to the coarsest feature map (with 2-D sine positions), (3) samples an S x S grid of features over a
+window of `box_sampling_window` times its current box on every feature level (bilinear, like RoI-align over a
+feature pyramid) and (4) predicts an offset of the box in logit space. Every layer's boxes are returned for deep
+supervision; the last layer's queries also give one confidence logit each (trained to predict the box's IoU).
 """
 
 from __future__ import annotations
@@ -56,12 +59,21 @@ class MedRGMLP(nn.Module):
 
 
 class MedRGBoxDecoderLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, ffn_dim: int, sampling_points: int):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        sampling_points: int,
+        num_levels: int = 1,
+        window: float = 1.0,
+    ):
         super().__init__()
         self.sampling_points = sampling_points
+        self.window = float(window)
         self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.local_proj = nn.Linear(sampling_points * sampling_points * dim, dim)
+        self.local_proj = nn.Linear(num_levels * sampling_points * sampling_points * dim, dim)
         self.box_position = MedRGMLP(2 * dim, dim, dim, 2)
         self.norm_self = nn.LayerNorm(dim)
         self.norm_cross = nn.LayerNorm(dim)
@@ -70,11 +82,14 @@ class MedRGBoxDecoderLayer(nn.Module):
         self.ffn = MedRGMLP(dim, ffn_dim, dim, 2)
         self.box_head = MedRGMLP(dim, dim, 4, 3)
 
-    def sample_inside_boxes(self, feature_map: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Bilinear samples on an S x S grid inside each box.
+    def sample_inside_boxes(self, feature_maps, boxes: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples on an S x S grid over `window` times each box, on every feature level.
 
-        feature_map: `(M, D, H, W)`; boxes: `(M, K, 4)` cxcywh in [0, 1] -> `(M, K, S * S * D)`.
+        feature_maps: `(M, D, H, W)` or a list of them (levels); boxes: `(M, K, 4)` cxcywh in [0, 1]
+        -> `(M, K, levels * S * S * D)`.
         """
+        if torch.is_tensor(feature_maps):
+            feature_maps = [feature_maps]
         num, k, _ = boxes.shape
         s = self.sampling_points
         steps = (
@@ -82,15 +97,18 @@ class MedRGBoxDecoderLayer(nn.Module):
         ) / s - 0.5  # cell centres in [-.5,.5]
         offset_y, offset_x = torch.meshgrid(steps, steps, indexing="ij")
         offsets = torch.stack((offset_x.flatten(), offset_y.flatten()), dim=-1)  # (S*S, 2)
-        centres, sizes = boxes[..., :2], boxes[..., 2:]
+        centres, sizes = boxes[..., :2], boxes[..., 2:] * self.window
         points = (
             centres[:, :, None, :] + offsets[None, None] * sizes[:, :, None, :]
         )  # (M, K, S*S, 2) in [0, 1]
-        grid = (points * 2 - 1).to(feature_map.dtype)
-        sampled = F.grid_sample(
-            feature_map, grid, mode="bilinear", padding_mode="border", align_corners=False
-        )
-        return sampled.permute(0, 2, 3, 1).reshape(num, k, s * s * feature_map.shape[1])
+        samples = []
+        for feature_map in feature_maps:
+            grid = (points * 2 - 1).to(feature_map.dtype)
+            sampled = F.grid_sample(
+                feature_map, grid, mode="bilinear", padding_mode="border", align_corners=False
+            )
+            samples.append(sampled.permute(0, 2, 3, 1).reshape(num, k, s * s * feature_map.shape[1]))
+        return torch.cat(samples, dim=-1)
 
     def forward(
         self,
@@ -98,9 +116,10 @@ class MedRGBoxDecoderLayer(nn.Module):
         boxes: torch.Tensor,
         memory: torch.Tensor,
         memory_keys: torch.Tensor,
-        feature_map: torch.Tensor,
+        feature_map,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries `(M, K, D)`, boxes `(M, K, 4)`, memory/memory_keys `(M, H*W, D)`, feature_map `(M, D, H, W)`."""
+        """queries `(M, K, D)`, boxes `(M, K, 4)`, memory/memory_keys `(M, H*W, D)`, feature_map `(M, D, H, W)`
+        or a list of them (one per level)."""
         position = self.box_position(
             sine_embedding(boxes, queries.shape[-1] // 2).reshape(*boxes.shape[:2], -1)
         )
@@ -164,11 +183,16 @@ class MedRGPhraseAttention(nn.Module):
 class MedRGBoxDecoder(nn.Module):
     """Maps `M` `<BOX>` hidden states plus their image's features to K boxes and K confidence logits each."""
 
-    def __init__(self, config, query_input_dim: int, memory_input_dim: int):
+    def __init__(self, config, query_input_dim: int, memory_channels):
         super().__init__()
         dim = config.box_decoder_dim
         self.num_queries = config.num_box_queries
         self.dim = dim
+        if isinstance(memory_channels, int):
+            memory_channels = [memory_channels]
+        # one grid (the vision tower's) keeps the single projection; a feature pyramid gets one per level
+        self.multi_level = bool(getattr(config, "box_feature_levels", None))
+        self.initial_source = getattr(config, "box_initial_source", "image")
         self.phrase_attention = MedRGPhraseAttention(
             query_input_dim, dim, config.phrase_max_distance, config.phrase_recency_slope
         )
@@ -177,14 +201,25 @@ class MedRGBoxDecoder(nn.Module):
         self.phrase_norm = nn.LayerNorm(dim)
         self.query_proj = MedRGMLP(query_input_dim + dim, dim, self.num_queries * dim, 2)
         self.query_embed = nn.Embedding(self.num_queries, dim)
-        self.memory_proj = nn.Linear(memory_input_dim, dim)
-        self.memory_norm = nn.LayerNorm(dim)
+        if self.multi_level:
+            self.level_proj = nn.ModuleList(nn.Linear(channels, dim) for channels in memory_channels)
+            self.level_norm = nn.ModuleList(nn.LayerNorm(dim) for _ in memory_channels)
+            self.level_embed = nn.Embedding(len(memory_channels), dim)
+        else:
+            self.memory_proj = nn.Linear(memory_channels[0], dim)
+            self.memory_norm = nn.LayerNorm(dim)
         self.initial_norm = nn.LayerNorm(dim)
-        self.initial_cross_attn = nn.MultiheadAttention(dim, config.box_decoder_heads, batch_first=True)
+        if self.initial_source == "image":
+            self.initial_cross_attn = nn.MultiheadAttention(dim, config.box_decoder_heads, batch_first=True)
         self.initial_box_head = MedRGMLP(dim, dim, 4, 3)
         self.layers = nn.ModuleList(
             MedRGBoxDecoderLayer(
-                dim, config.box_decoder_heads, config.box_decoder_ffn_dim, config.box_sampling_points
+                dim,
+                config.box_decoder_heads,
+                config.box_decoder_ffn_dim,
+                config.box_sampling_points,
+                num_levels=len(memory_channels),
+                window=getattr(config, "box_sampling_window", 1.0),
             )
             for _ in range(config.box_decoder_layers)
         )
@@ -204,13 +239,13 @@ class MedRGBoxDecoder(nn.Module):
             hidden_states: `(B, L, hidden)`, the LM's last hidden states; attention_mask `(B, L)`.
             token_embeddings: `(B, L, hidden)`, the LM's input embeddings (what the phrase attention reads).
             batch_index, positions: `(M,)`, sample and sequence position of each `<BOX>`.
-            feature_grid: `(B, H, W, C)`, the grounding features of each image.
+            feature_grid: `(B, H, W, C)`, the grounding features of each image, or a tuple of such grids (one
+                per feature level, finest first; the coarsest is the global cross-attention's memory).
 
         Returns:
             boxes: `(L + 1, M, K, 4)` cxcywh in [0, 1] (the first guess, then one per layer);
             score_logits: `(M, K)`.
         """
-        images, height, width, channels = feature_grid.shape
         num = batch_index.shape[0]
         phrase = self.phrase_attention(
             hidden_states, token_embeddings, attention_mask, batch_index, positions
@@ -218,23 +253,48 @@ class MedRGBoxDecoder(nn.Module):
         box_hidden_states = torch.cat(
             (self.box_state_norm(hidden_states[batch_index, positions]), self.phrase_norm(phrase)), -1
         )
-        # the image memory once per image, then one row per <BOX>
-        memory = self.memory_norm(self.memory_proj(feature_grid.reshape(images, height * width, channels)))
-        memory_keys = memory + grid_positions(height, width, self.dim, memory.device, memory.dtype)[None]
-        feature_map = memory.transpose(1, 2).reshape(images, self.dim, height, width)[batch_index]
-        memory, memory_keys = memory[batch_index], memory_keys[batch_index]
+        memory, memory_keys, feature_map = self._image_memory(feature_grid, batch_index)
         queries = self.query_proj(box_hidden_states.to(memory.dtype)).reshape(num, self.num_queries, self.dim)
         queries = queries + self.query_embed.weight[None]
-        # first guess: the phrase query takes one global look at the image (a text-only guess is far from small
-        # lesions, and local refinement cannot travel far), then every layer refines around the current box
         x = self.initial_norm(queries)
-        queries = queries + self.initial_cross_attn(x, memory_keys, memory, need_weights=False)[0]
-        boxes = torch.sigmoid(self.initial_box_head(queries))
+        if self.initial_source == "image":
+            # first guess from one global look at the image, then every layer refines around the current box
+            queries = queries + self.initial_cross_attn(x, memory_keys, memory, need_weights=False)[0]
+            x = queries
+        # "text": the first guess is what the phrase says (finding, side, zone); the image only moves it
+        boxes = torch.sigmoid(self.initial_box_head(x))
         all_boxes = [boxes]
         for layer in self.layers:
             queries, boxes = layer(queries, boxes, memory, memory_keys, feature_map)
             all_boxes.append(boxes)
         return torch.stack(all_boxes), self.score_head(queries).squeeze(-1)
+
+    def _image_memory(self, feature_grid, batch_index: torch.Tensor):
+        """The projected image features once per image, then one row per `<BOX>`: the global cross-attention's
+        memory and keys `(M, H*W, D)` (the coarsest level) and the map(s) `(M, D, H, W)` the layers sample."""
+        grids = [feature_grid] if torch.is_tensor(feature_grid) else list(feature_grid)
+        maps = []
+        for index, grid in enumerate(grids):
+            images, height, width, channels = grid.shape
+            flat = grid.reshape(images, height * width, channels)
+            if self.multi_level:
+                dtype = self.level_proj[index].weight.dtype
+                projected = self.level_norm[index](self.level_proj[index](flat.to(dtype)))
+                projected = projected + self.level_embed.weight[index]
+            else:
+                projected = self.memory_norm(self.memory_proj(flat.to(self.memory_proj.weight.dtype)))
+            maps.append((projected, height, width))
+        memory, height, width = maps[-1]
+        memory_keys = memory + grid_positions(height, width, self.dim, memory.device, memory.dtype)[None]
+        feature_maps = [
+            projected.transpose(1, 2).reshape(projected.shape[0], self.dim, h, w)[batch_index]
+            for projected, h, w in maps
+        ]
+        return (
+            memory[batch_index],
+            memory_keys[batch_index],
+            feature_maps if self.multi_level else feature_maps[0],
+        )
 
 
 __all__ = ["MedRGBoxDecoder"]

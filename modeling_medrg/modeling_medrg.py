@@ -194,7 +194,7 @@ class MedRGModel(MedRGPreTrainedModel):
             else None
         )
         self.multi_modal_projector = MedRGProjector(
-            _feature_channels(config.vision_config),
+            config.vision_feature_channels or _feature_channels(config.vision_config),
             config.text_config.hidden_size,
             config.projector_hidden_act,
         )
@@ -207,11 +207,27 @@ class MedRGModel(MedRGPreTrainedModel):
     def set_input_embeddings(self, value):
         self.language_model.set_input_embeddings(value)
 
-    def _encode(self, encoder: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Run a vision model; return its features as a grid `(batch, height, width, channels)`."""
+    def _encode(
+        self, encoder: nn.Module, pixel_values: torch.Tensor, levels: list[int] | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Run a vision model; return the grid `(batch, height, width, channels)` of `vision_feature_layer`,
+        followed by the grid of each of `levels` (indices into its hidden states)."""
         layer = self.config.vision_feature_layer
-        outputs = encoder(pixel_values=pixel_values, output_hidden_states=layer != -1, return_dict=True)
+        hidden = layer != -1 or bool(levels)
+        outputs = encoder(pixel_values=pixel_values, output_hidden_states=hidden, return_dict=True)
         features = outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
+        grids = [self._as_grid(features)]
+        for level in levels or ():
+            if level >= len(outputs.hidden_states):
+                raise ValueError(
+                    f"MedRGConfig.box_feature_levels asks for hidden state {level}; the vision tower gives "
+                    f"{len(outputs.hidden_states)}"
+                )
+            grids.append(self._as_grid(outputs.hidden_states[level]))
+        return tuple(grids)
+
+    def _as_grid(self, features: torch.Tensor) -> torch.Tensor:
+        """Vision features (a CNN map or ViT tokens) as a grid `(batch, height, width, channels)`."""
         if features.dim() == 4:  # CNN map (batch, channels, height, width)
             return features.permute(0, 2, 3, 1)
         if features.dim() != 3:
@@ -229,15 +245,35 @@ class MedRGModel(MedRGPreTrainedModel):
             )
         return features.reshape(features.shape[0], side, side, features.shape[2])
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`pixel_values` `(batch, channels, size, size)` -> the projected LM tokens `(batch, num_image_tokens,
-        hidden)` and the vision grid `(batch, height, width, channels)` (full resolution, for the box decoder)."""
-        grid = self._encode(self.vision_tower, pixel_values.to(self.vision_tower.dtype))
+    def encode_vision(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The vision tower's raw feature grids `(batch, height, width, channels)`: the grid of
+        `vision_feature_layer`, then one per `box_feature_levels` entry. A frozen tower's `encode_vision` can be
+        computed once per image and passed as `vision_maps` (training with cached features)."""
+        return self._encode(
+            self.vision_tower, pixel_values.to(self.vision_tower.dtype), self.config.box_feature_levels
+        )
+
+    def get_image_features(
+        self, pixel_values: torch.Tensor | None = None, vision_maps: tuple[torch.Tensor, ...] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, ...]]:
+        """`pixel_values` `(batch, channels, size, size)` (or their `encode_vision` maps) -> the projected LM tokens
+        `(batch, num_image_tokens, hidden)` and the box decoder's features: the vision grid `(batch, height,
+        width, channels)` (full resolution), or a tuple of grids, finest first, with `box_feature_levels`."""
+        maps = vision_maps if vision_maps is not None else self.encode_vision(pixel_values)
+        expected = 1 + len(self.config.box_feature_levels or ())
+        if len(maps) != expected:
+            raise ValueError(
+                f"vision_maps must hold {expected} feature grids (encode_vision), got {len(maps)}"
+            )
+        grid = maps[0].to(self.multi_modal_projector.linear_1.weight.dtype)
         pooled = grid
         pool = self.config.image_token_pooling
         if pool > 1:
             pooled = F.avg_pool2d(grid.permute(0, 3, 1, 2), pool, ceil_mode=True).permute(0, 2, 3, 1)
-        return self.multi_modal_projector(pooled.flatten(1, 2)), grid
+        tokens = self.multi_modal_projector(pooled.flatten(1, 2))
+        if self.config.box_feature_levels:
+            return tokens, tuple(maps[1:])
+        return tokens, grid
 
     def get_grounding_features(
         self, pixel_values: torch.Tensor, vision_grid: torch.Tensor | None, grounding_pixel_values=None
@@ -247,7 +283,7 @@ class MedRGModel(MedRGPreTrainedModel):
         if self.grounding_encoder is None:
             return vision_grid
         source = grounding_pixel_values if grounding_pixel_values is not None else pixel_values
-        return self._encode(self.grounding_encoder, source.to(self.grounding_encoder.dtype))
+        return self._encode(self.grounding_encoder, source.to(self.grounding_encoder.dtype))[0]
 
     def get_placeholder_mask(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
         """`(batch, sequence)` bool mask of the `<image>` placeholders; raises when a sample's count differs from
@@ -288,21 +324,25 @@ class MedRGModel(MedRGPreTrainedModel):
         logits_to_keep: int = 0,
         output_hidden_states: bool = False,
         image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
+        vision_maps: tuple[torch.Tensor, ...] | None = None,
         **kwargs,
     ) -> MedRGModelOutputWithPast:
         """Shapes as in [`MedRGForReportGrounding.forward`]; position ids default to the attention mask's cumsum,
         so left padding does not shift positions. `image_features`: `get_image_features(pixel_values)` computed
-        before, used instead of running the vision tower again (only when `pixel_values` are given)."""
+        before, used instead of running the vision tower again (only when `pixel_values` are given);
+        `vision_maps`: `encode_vision(pixel_values)` computed before, instead of `pixel_values`."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         grid = None
-        if pixel_values is not None:
+        if pixel_values is not None or vision_maps is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids to find the <image> placeholders")
             image_tokens, grid = (
-                image_features if image_features is not None else self.get_image_features(pixel_values)
+                image_features
+                if image_features is not None
+                else self.get_image_features(pixel_values, vision_maps)
             )
             inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_tokens)
         if position_ids is None and attention_mask is not None:
@@ -344,9 +384,12 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             if config.box_feature_source == "grounding_encoder"
             else config.vision_config
         )
-        self.box_decoder = MedRGBoxDecoder(
-            config, config.text_config.hidden_size, _feature_channels(grounding_config)
+        memory_channels = (
+            config.box_feature_channels
+            if config.box_feature_levels
+            else [_feature_channels(grounding_config)]
         )
+        self.box_decoder = MedRGBoxDecoder(config, config.text_config.hidden_size, memory_channels)
         self.post_init()
 
     # ----- parts of the base model, under their usual names -----
@@ -379,9 +422,13 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.model.language_model.set_output_embeddings(value)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_image_features(self, pixel_values: torch.Tensor | None = None, vision_maps=None):
         """See [`MedRGModel.get_image_features`]."""
-        return self.model.get_image_features(pixel_values)
+        return self.model.get_image_features(pixel_values, vision_maps)
+
+    def encode_vision(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """See [`MedRGModel.encode_vision`]."""
+        return self.model.encode_vision(pixel_values)
 
     @torch.no_grad()
     def probe_num_image_tokens(self, image_size: int) -> int:
@@ -414,6 +461,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         grounding_pixel_values: torch.FloatTensor | None = None,
         image_sizes: torch.LongTensor | None = None,
         image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
+        vision_maps: tuple[torch.Tensor, ...] | None = None,
         **kwargs,
     ) -> MedRGOutput:
         r"""
@@ -434,10 +482,18 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             image_features: optional `get_image_features(pixel_values)` of these `pixel_values`, computed before
                 (projected tokens `(batch, num_image_tokens, hidden)`, grid `(batch, height, width, channels)`):
                 the vision tower is not run again (`generate_grounding` encodes each image once).
+            vision_maps: optional `encode_vision(pixel_values)` of the images (the vision tower's raw feature
+                grids), used instead of `pixel_values`: a frozen tower's features cached once per image and
+                augmentation, while the projector, LM and box decoder train on them.
         """
         self._check_inputs(input_ids, inputs_embeds, target_boxes, target_boxes_mask)
         self._check_finite_pixels(pixel_values=pixel_values, grounding_pixel_values=grounding_pixel_values)
-        box_positions = self._find_box_tokens(input_ids, attention_mask, pixel_values, grounding_pixel_values)
+        box_positions = self._find_box_tokens(
+            input_ids,
+            attention_mask,
+            pixel_values is not None or vision_maps is not None,
+            grounding_pixel_values,
+        )
         need_hidden = box_positions is not None and (box_positions.shape[0] > 0 or target_boxes is not None)
         # asked for by generate(output_hidden_states=True) (generate_grounding reads the <BOX> states from there)
         return_hidden = bool(kwargs.pop("output_hidden_states", False))
@@ -452,6 +508,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             output_hidden_states=need_hidden or return_hidden,
             image_features=image_features,
+            vision_maps=vision_maps,
             **kwargs,
         )
         output = MedRGOutput(logits=outputs.logits, cache=outputs.cache)
@@ -500,9 +557,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
                 f"last dim), got {tuple(target_boxes_mask.shape)}"
             )
 
-    def _find_box_tokens(self, input_ids, attention_mask, pixel_values, grounding_pixel_values):
+    def _find_box_tokens(self, input_ids, attention_mask, has_images: bool, grounding_pixel_values):
         """`(M, 2)` (sample, position) of every attended `<BOX>`, or None when there is nothing to ground."""
-        if input_ids is None or (pixel_values is None and grounding_pixel_values is None):
+        if input_ids is None or (not has_images and grounding_pixel_values is None):
             return None
         is_box = input_ids == self.config.box_token_id
         if attention_mask is not None:

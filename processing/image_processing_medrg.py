@@ -187,6 +187,12 @@ def load_image(source):
     if path.startswith(("http://", "https://")):
         raise ValueError(f"Image URLs are not downloaded: fetch {path} first and pass the file or the image")
     if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise ValueError(f"Image path {path} is a folder; expected an image file (PNG/JPEG/DICOM)")
+        if os.path.exists(path):
+            raise ValueError(
+                f"Image path {path} is not a regular file (a pipe, device or socket); save the image to a file"
+            )
         raise ValueError(f"Image file not found: {path}")
     if is_dicom_file(path):
         return read_dicom(path)
@@ -214,6 +220,11 @@ def _to_array(image) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return image
     if torch.is_tensor(image):
+        if image.is_meta:
+            raise ValueError(
+                f"Image tensor of shape {tuple(image.shape)} is on the meta device (it holds no pixel values); "
+                "pass a tensor with data"
+            )
         tensor = image.detach().cpu()
         if tensor.is_complex():
             raise TypeError(f"Image tensor has unsupported dtype {tensor.dtype}")

@@ -52,10 +52,43 @@ class _Phrases:
     """One input's report phrases, wrapped: the pipeline's device move and batching pass such an object through
     as it is (a plain list or tuple would be taken apart), a batch gets a list of them."""
 
-    __slots__ = ("phrases",)
+    __slots__ = ("phrases", "reading")
 
-    def __init__(self, phrases):
+    def __init__(self, phrases, reading=None):
         self.phrases = list(phrases)
+        self.reading = reading  # the reader's `ReadResult` of the report
+
+
+def _one_reading(value):
+    """The `ReadResult` carried by an input's (possibly batched) `reading` value, or None."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if len(value) == 1 else None
+    return value.reading if isinstance(value, _Phrases) else None
+
+
+def _read_status(reading, records: list[dict], guided: bool, finished: bool) -> list[dict]:
+    """Every finding the report states, with whether it got a box and, if not, why (never silent)."""
+    if reading is None:
+        return []
+    boxed = {record["label"] for record in records}
+    asked = set(reading.phrases) if guided else set()
+    out = []
+    for finding in reading.stated:
+        entry = finding.to_dict()
+        entry["grounded"] = finding.label in boxed
+        if not entry["grounded"]:
+            if not finding.grounded:
+                entry["reason"] = "not a finding the model was trained to box"
+            elif not guided:
+                entry["reason"] = "the unguided answer did not name it"
+            elif finding.label not in asked:
+                entry["reason"] = f"more than {reading.max_findings} findings: only the first are boxed"
+            elif not finished:
+                entry["reason"] = "the answer was cut off by max_new_tokens"
+            else:
+                entry["reason"] = "its box scored below the threshold"
+        out.append(entry)
+    return out
 
 
 def _phrase_lists(value, batch: int) -> list[list[str]]:
@@ -97,8 +130,12 @@ class _RowDataset(Dataset):
     """A map-style dataset (`datasets.Dataset`, `KeyDataset`, any torch `Dataset`) as pipeline inputs."""
 
     def __init__(self, rows, reports=None):
-        if reports is not None and (isinstance(reports, str) or len(reports) != len(rows)):
-            raise ValueError(f"With a dataset of {len(rows)} inputs pass a list of {len(rows)} reports")
+        if isinstance(reports, str):  # one report for every image
+            reports = [reports] * len(rows)
+        if reports is not None and len(reports) != len(rows):
+            raise ValueError(
+                f"With a dataset of {len(rows)} inputs pass one report (a string) or a list of {len(rows)} reports"
+            )
         self.rows, self.reports = rows, reports
 
     def __len__(self) -> int:
@@ -119,6 +156,22 @@ def _check_threshold(value) -> float:
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"threshold must be a confidence in [0, 1], got {value!r}")
     return float(value)
+
+
+def _check_bool(name: str, value) -> bool:
+    """A flag must be a bool: a string such as "no" or "false" is truthy and would silently do the opposite."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":  # numpy.bool_ is a bool too
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _check_call_options(batch_size, num_workers) -> None:
+    if batch_size is not None:
+        _check_positive_int("batch_size", batch_size)
+    if num_workers is not None and (
+        isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
+    ):
+        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
 
 
 def _check_positive_int(name: str, value, allow_none: bool = False):
@@ -144,6 +197,16 @@ def _fetch_url_image(url: str, timeout: float):
         raise ValueError(f"Cannot load the image at URL {url}: {reason}") from None
 
 
+def _package_hub_folder_writer():
+    """`medrg.hub.save_hub_folder` when this file is the installed package's (`medrg.processing.pipeline_medrg`),
+    even before `medrg.hub` was imported; None for a hub folder's copy of this file (no `medrg` needed there)."""
+    if not __name__.startswith("medrg."):
+        return None
+    import importlib
+
+    return importlib.import_module("medrg.hub").save_hub_folder
+
+
 class ReportGroundingPipeline(Pipeline):
     """Grounds every key finding of a radiology report in its chest X-ray.
 
@@ -158,33 +221,46 @@ class ReportGroundingPipeline(Pipeline):
     ```
 
     Inputs: `pipe(image, report=...)`, `pipe({"image": ..., "report": ...})` (a `datasets` row works as is: other
-    columns are ignored), a list of either (with `batch_size=`; `report=` may then be a list of the same length),
+    columns are ignored), a list of either (with `batch_size=`; `report=` may then be a list of the same length, or one string for
+    every image),
     a `datasets.Dataset` with `image` and `report` columns (returns a list, one result per row), or a torch
     `Dataset` / `KeyDataset` / generator (returns an iterator, as transformers pipelines do; with a dataset of
-    images pass `report=` as a list of the same length). An image is a PIL image, a numpy array, a tensor, a file
+    images pass `report=` as a list of the same length, e.g. the dataset's report column, or one string). An image is a PIL image, a numpy array, a tensor, a file
     path (`str`/`pathlib.Path`; PNG, JPEG, ... and DICOM) or an `http(s)` URL (fetched with
     `transformers.image_utils.load_image`, which decodes it as 8-bit RGB; `timeout=` seconds, default 30).
 
     Options (as in transformers' object-detection pipelines; any other keyword is a `TypeError`):
-    - `threshold` (default `DEFAULT_THRESHOLD` = 0.1): boxes with a lower confidence are dropped, a phrase's best
-      box included; a phrase without a box left is not returned. 0.0 keeps every hypothesis.
+    - `threshold`: a threshold the caller sets drops every box with a lower confidence, a phrase's best box
+      included, in every mode (as in transformers' detection pipelines); a stated finding whose box is dropped is
+      still reported as read (`return_status=True`: `read` with `grounded: False`; `medrg ground` prints it).
+      Not set: a guided answer keeps each stated finding's best box whatever its score (the score says how sure
+      the box is); an unguided answer drops boxes below `DEFAULT_THRESHOLD` = 0.1. 0.0 keeps every hypothesis.
     - `top_k` (default 1): at most this many boxes per finding phrase (best first); None keeps all.
-    - `keep_top_box` (default: True for a guided answer, False otherwise): each phrase keeps its best box whatever
-      `threshold` says. A guided answer names only findings the report states, so each gets its most likely box
-      (with its score); without the guide a phrase below `threshold` is dropped.
+    - `keep_top_box` (default: True for a guided answer without a caller-set `threshold`, else False): each
+      phrase keeps its best box whatever `threshold` says.
     - `guided` (default True): report-guided decoding (`guide_medrg.ReportGuide`): the answer may only name
       the findings the report states, in the report's words, each once and all of them; a report that states no
       finding (normal, or denials only) gets no box. False lets the model write freely (its raw reading).
     - `max_new_tokens` (default: 64, or what the guided answer needs if more): the generation budget.
     - `return_status` (default False): see below.
 
+    The model runs in eval mode (no dropout, BatchNorm running statistics used, never updated) whatever mode it was
+    left in; each module's mode is restored after the call. `guided` and `return_status` must be bools,
+    `batch_size` an integer >= 1.
+
     Returns per input a list of `{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}` in that image's
     pixels, ordered by phrase, then by score (an empty list when nothing is grounded). Nothing is hidden silently:
     when the answer was cut off by `max_new_tokens` a warning naming the input (its 0-based position in the call)
     is logged, and a report too long for the processor's `max_length` gives a `UserWarning` naming the input.
     With `return_status=True` each input instead gives `{"findings": [records], "finished": bool,
-    "report_truncated": bool}`, so "no finding" can be told apart from "the model could not finish" and from
-    "the report did not fit".
+    "report_truncated": bool, "read": [...], "unsupported_text": [...]}`, so "no finding" can be told apart from
+    "the model could not finish" and from "the report did not fit". `read` lists every finding the report states
+    (the processor's reader, `reading_medrg.ReportReader`, with the vocabulary of `processor_config.json`):
+    `{"label", "category", "side", "uncertain", "groundable", "grounded", "reason"}`; `grounded` is True when a
+    record carries its label; otherwise `reason` says why: a category the model was never trained to box (read,
+    not grounded), a box below the caller's threshold, an answer cut off. `unsupported_text` lists sentences
+    the reader could not read (another language). A report longer than `reading_medrg.MAX_REPORT_CHARS`
+    (100,000 characters) is refused with a ValueError; reading is linear in the report.
     """
 
     _load_processor = True
@@ -196,6 +272,7 @@ class ReportGroundingPipeline(Pipeline):
     hub_folder_writer = None
 
     def __init__(self, *args, **kwargs):
+        _check_call_options(kwargs.get("batch_size"), kwargs.get("num_workers"))
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("The report-grounding pipeline needs the MedRGProcessor (pass processor=...)")
@@ -211,7 +288,7 @@ class ReportGroundingPipeline(Pipeline):
         processor, the flat hub code (and, with `medrg` installed, the rendered model card). It reloads with
         `pipeline("report-grounding", model=save_directory, trust_remote_code=True)` without `medrg`, and with
         `medrg.hub.load_pipeline(save_directory)` without running the folder's code."""
-        writer = type(self).hub_folder_writer
+        writer = type(self).hub_folder_writer or _package_hub_folder_writer()
         if writer is not None and not kwargs:
             writer(self.model, self.processor, save_directory)
             return
@@ -219,6 +296,12 @@ class ReportGroundingPipeline(Pipeline):
 
         os.makedirs(save_directory, exist_ok=True)
         self.model.save_pretrained(save_directory, **kwargs)  # weights, config.json with auto_map, model code
+        mode = os.stat(os.path.join(save_directory, "config.json")).st_mode & 0o777
+        for name in os.listdir(
+            save_directory
+        ):  # transformers writes the weights 0600: make them readable as the rest
+            if name.endswith(".safetensors"):
+                os.chmod(os.path.join(save_directory, name), mode)
         self.processor.save_pretrained(save_directory, **kwargs)  # processor + tokenizer, processing code
         custom_object_save(self, save_directory)  # the pipeline file and its sibling imports, flat
         config_file = os.path.join(save_directory, "config.json")
@@ -257,20 +340,22 @@ class ReportGroundingPipeline(Pipeline):
                 raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
             preprocess["timeout"] = float(timeout)
         if guided is not None:
-            preprocess["guided"] = bool(guided)
+            preprocess["guided"] = _check_bool("guided", guided)
         if max_new_tokens is not None:
             forward["max_new_tokens"] = _check_positive_int("max_new_tokens", max_new_tokens)
         if threshold is not None:
             postprocess["threshold"] = _check_threshold(threshold)
+            postprocess["threshold_set"] = True
         if top_k is not _UNSET:
             postprocess["top_k"] = _check_positive_int("top_k", top_k, allow_none=True)
         if keep_top_box is not None:
             postprocess["keep_top_box"] = bool(keep_top_box)
         if return_status is not None:
-            postprocess["return_status"] = bool(return_status)
+            postprocess["return_status"] = _check_bool("return_status", return_status)
         return preprocess, forward, postprocess
 
     def __call__(self, inputs, report=None, **kwargs):
+        _check_call_options(kwargs.get("batch_size"), kwargs.get("num_workers"))
         if _is_hf_dataset(inputs):
             if not hasattr(inputs, "__len__"):  # an IterableDataset: rows one by one
                 return super().__call__((_item(i, row) for i, row in enumerate(inputs)), **kwargs)
@@ -286,8 +371,12 @@ class ReportGroundingPipeline(Pipeline):
         if isinstance(inputs, (list, tuple)):
             if not inputs:
                 return []
-            if report is not None and (isinstance(report, str) or len(report) != len(inputs)):
-                raise ValueError("With a list of images pass a list of reports of the same length")
+            if isinstance(report, str):  # one report for every image
+                report = [report] * len(inputs)
+            if report is not None and len(report) != len(inputs):
+                raise ValueError(
+                    "With a list of images pass one report (a string) or a list of reports of the same length"
+                )
             reports = [None] * len(inputs) if report is None else list(report)
             return super().__call__(
                 [_item(i, x, r) for i, (x, r) in enumerate(zip(inputs, reports))], **kwargs
@@ -319,8 +408,10 @@ class ReportGroundingPipeline(Pipeline):
                 message += "; pass return_status=True to see report_truncated per input"
             warnings.warn(message, warning.category, stacklevel=2)
         model_inputs["input_index"] = torch.tensor([item.index], dtype=torch.long)
+        reading = self.processor.read_report(item.report)[0]
+        model_inputs["reading"] = _Phrases(reading.phrases, reading)
         if guided:
-            model_inputs["report_phrases"] = _Phrases(self.processor.report_phrases(item.report)[0])
+            model_inputs["report_phrases"] = _Phrases(reading.phrases)
         return model_inputs
 
     def _forward(self, model_inputs, max_new_tokens: int | None = None):
@@ -335,13 +426,23 @@ class ReportGroundingPipeline(Pipeline):
                 max_new_tokens = max(DEFAULT_MAX_NEW_TOKENS, guide.min_new_tokens())
         if max_new_tokens is None:
             max_new_tokens = DEFAULT_MAX_NEW_TOKENS
-        output = self.model.generate_grounding(
-            input_ids=input_ids,
-            pixel_values=model_inputs["pixel_values"],
-            attention_mask=model_inputs["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            **generate_kwargs,
-        )
+        # Inference runs in eval mode whatever mode the caller left the model in (a model fresh from a builder or
+        # from `Trainer` is in train mode: BatchNorm would use and update batch statistics, dropout would be on),
+        # and the caller's mode is restored module by module afterwards: a call never changes the model.
+        training = [module for module in self.model.modules() if module.training]
+        for module in training:
+            module.training = False
+        try:
+            output = self.model.generate_grounding(
+                input_ids=input_ids,
+                pixel_values=model_inputs["pixel_values"],
+                attention_mask=model_inputs["attention_mask"],
+                max_new_tokens=max_new_tokens,
+                **generate_kwargs,
+            )
+        finally:
+            for module in training:
+                module.training = True
         # every value batched along dim 0, so that the pipeline can split a batch into its inputs
         batch = output.sequences.shape[0]
         return {
@@ -356,6 +457,7 @@ class ReportGroundingPipeline(Pipeline):
             "input_index": model_inputs["input_index"],
             "max_new_tokens": torch.full((batch,), max_new_tokens, dtype=torch.long),
             "guided": torch.full((batch,), "report_phrases" in model_inputs, dtype=torch.bool),
+            "reading": model_inputs["reading"],
         }
 
     def postprocess(
@@ -365,15 +467,19 @@ class ReportGroundingPipeline(Pipeline):
         top_k: int | None = DEFAULT_TOP_K,
         keep_top_box: bool | None = None,
         return_status: bool = False,
+        threshold_set: bool = False,
     ):
         outputs = {**model_outputs, "prompt_length": 0}  # `sequences` holds the generated ids only
+        outputs.pop("reading", None)
+        guided = bool(model_outputs["guided"].reshape(-1)[0])
+        # a caller-set threshold filters every box; without one a guided finding keeps its best box
+        if keep_top_box is None:
+            keep_top_box = guided and not threshold_set
         result = self.processor.post_process_grounding(
             outputs,
             target_sizes=model_outputs["image_sizes"],
             threshold=threshold,
-            keep_top_box=bool(model_outputs["guided"].reshape(-1)[0])
-            if keep_top_box is None
-            else keep_top_box,
+            keep_top_box=keep_top_box,
             top_k=top_k,
         )[0]
         records = [
@@ -384,11 +490,14 @@ class ReportGroundingPipeline(Pipeline):
             }
             for label, score, box in zip(result["labels"], result["scores"], result["boxes"])
         ]
+        reading = _one_reading(model_outputs.get("reading"))
         if return_status:
             return {
                 "findings": records,
                 "finished": result["finished"],
                 "report_truncated": bool(model_outputs["report_truncated"].reshape(-1)[0]),
+                "read": _read_status(reading, records, guided, result["finished"]),
+                "unsupported_text": list(reading.unsupported) if reading is not None else [],
             }
         if not result["finished"]:
             logger.warning(

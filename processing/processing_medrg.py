@@ -14,6 +14,7 @@ from .guide_medrg import ReportGuide
 from .image_processing_medrg import LetterboxGeometry, MedRGImageProcessor
 from .prompting_medrg import (
     ANSWER_END,
+    ANSWER_PREFIX,
     DEFAULT_INSTRUCTION,
     DEFAULT_NO_FINDING_ANSWER,
     PHRASE_SEPARATOR,
@@ -22,6 +23,8 @@ from .prompting_medrg import (
     prompt_pieces,
     sanitize_text,
 )
+from .reading_medrg import MAX_REPORT_CHARS, ReadResult, ReportReader
+from .vocabulary_medrg import FindingVocabulary
 
 IGNORE_INDEX = -100
 
@@ -43,6 +46,8 @@ class MedRGProcessor(ProcessorMixin):
         max_length (`int`): longest token sequence; an over-long report is truncated with a warning.
         instruction (`str`), no_finding_answer (`str`): the prompt instruction and the answer with no finding.
         add_bos_token (`bool`): start every sequence with the tokenizer's BOS token (if it has one).
+        vocabulary (`dict`): the finding vocabulary the report reader reads with (`vocabulary_medrg.default_vocabulary()`
+            by default; saved in `processor_config.json`, extended by fine-tuning: `extend_vocabulary`).
         score_calibration (`[a, b]`): Platt scaling of the box confidences in `post_process_grounding`:
             `sigmoid(a * logit(score) + b)` (default `[1.0, 0.0]`: the model's scores as they are). Fitted on held-out
             data by `benchmarks/calibrate_scores.py`, so that a score of 0.7 means a 70% chance of IoU >= 0.5.
@@ -60,6 +65,7 @@ class MedRGProcessor(ProcessorMixin):
         box_token: str = "<BOX>",
         add_bos_token: bool = True,
         score_calibration=(1.0, 0.0),
+        vocabulary: dict | None = None,
         chat_template=None,
     ):
         self.num_image_tokens = int(num_image_tokens)
@@ -70,6 +76,10 @@ class MedRGProcessor(ProcessorMixin):
         self.box_token = box_token
         self.add_bos_token = bool(add_bos_token)
         self.score_calibration = self._check_calibration(score_calibration)
+        # the finding vocabulary (plain data, saved in processor_config.json) and the reader that reads with it
+        finding_vocabulary = FindingVocabulary(vocabulary)
+        self.vocabulary = finding_vocabulary.to_dict()
+        self.reader = ReportReader(finding_vocabulary)
         for name in ("num_image_tokens", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MedRGProcessor.{name} must be >= 1, got {getattr(self, name)}")
@@ -86,13 +96,32 @@ class MedRGProcessor(ProcessorMixin):
 
     @staticmethod
     def _check_calibration(value) -> list[float]:
-        try:
-            a, b = (float(v) for v in value)
-        except (TypeError, ValueError):
-            raise ValueError(f"score_calibration must be two numbers [a, b], got {value!r}") from None
+        """`[a, b]` as two floats. Refused: anything but a list/tuple of exactly two real numbers (a string such as
+        "12", bools, a mapping), a map that is not increasing (a <= 0) or that saturates (raw scores 0.05 and 0.95
+        both land within 0.01 of 0 or of 1, or closer than 0.05 to each other: every box would get the same
+        score, as with a tampered `[0.001, 6.9]`)."""
+
+        def is_number(v) -> bool:
+            if isinstance(v, bool):
+                return False
+            return isinstance(v, (int, float)) or type(v).__name__.startswith("float")
+
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"score_calibration must be a list of two numbers [a, b], got {value!r}")
+        if not all(is_number(v) for v in value):
+            raise ValueError(f"score_calibration must be a list of two numbers [a, b], got {value!r}")
+        a, b = (float(v) for v in value)
         if not (a > 0 and abs(a) < 1e3 and abs(b) < 1e3):
             raise ValueError(
-                f"score_calibration [a, b] needs 0 < a < 1000 and |b| < 1000 (finite), got {value!r}"
+                f"score_calibration [a, b] needs 0 < a < 1000 (an increasing map) and |b| < 1000 (finite), "
+                f"got {value!r}"
+            )
+        low, high = (float(platt_scale(torch.tensor(x, dtype=torch.float64), a, b)) for x in (0.05, 0.95))
+        if high - low < 0.05 or high < 0.01 or low > 0.99:
+            raise ValueError(
+                f"score_calibration {value!r} saturates: it maps the raw scores 0.05 and 0.95 to {low:.3f} and "
+                f"{high:.3f}, so every box would get about the same score; refit it with "
+                "benchmarks/calibrate_scores.py"
             )
         return [a, b]
 
@@ -123,6 +152,11 @@ class MedRGProcessor(ProcessorMixin):
         """User text -> ids; literal special tokens (`</s>`, `<pad>`, ...) stay text, `<image>`/`<BOX>` are
         neutralised first (a report saying "<BOX>" must not become the token, nor the same ids as one)."""
         clean = [sanitize_text(text, [self.image_token, self.box_token]) for text in texts]
+        # report text is data: a line that repeats the prompt's own markers ("\nFindings:") is not a new section
+        clean = [
+            t.replace(ANSWER_PREFIX, " " + ANSWER_PREFIX.strip()).replace("\nReport: ", " Report: ")
+            for t in clean
+        ]
         return self.tokenizer(clean, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def _encode_pieces(self, pieces: list[str]) -> list[list[int]]:
@@ -181,16 +215,27 @@ class MedRGProcessor(ProcessorMixin):
         return ids + [self.tokenizer.eos_token_id]
 
     # ----- report-guided decoding -----
-    @staticmethod
-    def report_phrases(reports: str | list[str]) -> list[list[str]]:
-        """Per report the key phrases of the findings it states, in its own words (see
-        `reading_medrg.report_key_phrases`): negated and hypothetical findings are left out, `[]` for a normal
-        or denial-only report."""
-        from .reading_medrg import report_key_phrases
+    def read_report(self, reports: str | list[str]) -> list[ReadResult]:
+        """Per report what the processor's reader (`reading_medrg.ReportReader` with this processor's
+        `vocabulary`) reads: stated findings in the report's words (groundable or not), denied categories,
+        sentences in another language. A report over `MAX_REPORT_CHARS` characters raises ValueError."""
+        return [self.reader.read(report) for report in ([reports] if isinstance(reports, str) else reports)]
 
-        single = isinstance(reports, str)
-        phrases = [report_key_phrases(report) for report in ([reports] if single else reports)]
-        return phrases
+    def report_phrases(self, reports: str | list[str]) -> list[list[str]]:
+        """Per report the phrases report-guided decoding asks the model to box: the stated findings of categories
+        the model boxes (`grounded` in the vocabulary), in the report's own words; negated and hypothetical ones
+        are left out, `[]` for a normal or denial-only report. The other stated findings are read, not grounded
+        (`read_report`)."""
+        return [result.phrases for result in self.read_report(reports)]
+
+    def extend_vocabulary(
+        self, category: str, phrases=(), grounded: bool = True, label: str | None = None
+    ) -> str:
+        """Add a category (or a category's wordings) to the vocabulary this processor reads and saves, e.g. a
+        fine-tuning dataset's category with its answer phrases (see `FindingVocabulary.extend`)."""
+        key = self.reader.vocabulary.extend(category, phrases, grounded=grounded, label=label)
+        self.vocabulary = self.reader.vocabulary.to_dict()
+        return key
 
     def report_guide(
         self, phrases: list[list[str]], prompt_length: int, require_all: bool = True
@@ -226,6 +271,11 @@ class MedRGProcessor(ProcessorMixin):
             raise TypeError(f"Sample {index}: the report must be a string, got {type(report).__name__}")
         if not report.strip():
             raise ValueError(f"Sample {index}: the report is empty")
+        if len(report) > MAX_REPORT_CHARS:
+            raise ValueError(
+                f"Sample {index}: the report has {len(report):,} characters; MedRG reads reports of up to "
+                f"{MAX_REPORT_CHARS:,} characters (a chest X-ray report is a few thousand)"
+            )
         return report
 
     @staticmethod

@@ -151,22 +151,34 @@ def _run(capsys, argv: list[str]) -> str:
 
 
 def test_ground_text_output_names_model_threshold_and_findings(expected, capsys):
-    from medrg.processing.pipeline_medrg import DEFAULT_THRESHOLD
-
     out = _run(capsys, ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE)])
     lines = out.splitlines()
-    assert lines[0] == f"model: default (embedded medrg/default_model); threshold {DEFAULT_THRESHOLD:g}"
+    # report-guided (the default) without --threshold: each stated finding shows its best box and its score
+    header = "model: default (embedded medrg/default_model); threshold none (each stated finding's best box)"
+    assert lines[0] == header
     assert len(lines) == 1 + len(expected)
     for line, record in zip(lines[1:], expected):
         assert line.startswith(f"{record['label']!r}: score {record['score']:.2f}, box [")
-    # report-guided (the default): each finding the report states keeps its best box whatever the threshold says
+    # a threshold the caller sets filters every box; the findings whose box is dropped are still shown as read
     out = _run(
         capsys, ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE), "--threshold", "1"]
     )
-    assert out.splitlines()[1:] == lines[1:]
+    assert out.splitlines()[0].endswith("; threshold 1")
+    assert out.splitlines()[1:] == ["No finding grounded."] + [
+        f"read, not grounded: {record['label']!r} (its box scored below the threshold)" for record in expected
+    ]
+    # a finding the model was never trained to box is read and shown, not silently dropped
+    argv = ["ground", "--image", str(IMAGE), "--report", "Emphysema. Calcified granuloma."]
+    assert _run(capsys, argv).splitlines()[1:] == [
+        "No finding grounded.",
+        "read, not grounded: 'emphysema' (not a finding the model was trained to box)",
+        "read, not grounded: 'calcified granuloma' (not a finding the model was trained to box)",
+    ]
     # free reading: threshold 1.0 drops every box (a phrase's best box included)
     argv = ["ground", "--image", str(IMAGE), "--report-file", str(REPORT_FILE), "--threshold", "1", "--free"]
-    assert _run(capsys, argv).splitlines()[1:] == ["No finding grounded."]
+    free = _run(capsys, argv).splitlines()[1:]
+    assert free[0] == "No finding grounded."
+    assert all(line.startswith("read, not grounded: ") for line in free[1:])
     # a report that only denies findings: no box
     argv = [
         "ground",

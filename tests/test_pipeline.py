@@ -69,10 +69,13 @@ def test_threshold_filters_every_box_and_keep_top_box_is_the_explicit_exemption(
     assert (
         default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, keep_top_box=False) == []
     )  # a phrase's best box is no exception
-    # a guided answer (the default) names findings the report states: each keeps its best box by default
-    assert default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0) == default_pipe(
-        EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, keep_top_box=True
-    )
+    # a threshold the caller sets filters in the guided default too (issue 19); the findings stay listed as read
+    assert default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0) == []
+    status = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, return_status=True)
+    assert status["findings"] == [] and status["read"]
+    assert all(not r["grounded"] and "threshold" in r["reason"] for r in status["read"])
+    # no threshold set: a guided answer keeps each stated finding's best box, whatever its score
+    assert len(default_pipe(EXAMPLE, report=EXAMPLE_REPORT)) == len(status["read"])
     assert default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, guided=False) == []
     best = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, keep_top_box=True)
     labels = [r["label"] for r in best]
@@ -95,7 +98,7 @@ def test_path_image_shape_is_the_callers(pipe, images):
         (lambda p, d: p(xray_like(), report=""), "report is empty"),
         (lambda p, d: p(xray_like()), "needs a report"),
         (lambda p, d: p({"image": xray_like()}), "needs 'image' and 'report'"),
-        (lambda p, d: p([xray_like(), xray_like()], report="one"), "list of reports of the same length"),
+        (lambda p, d: p([xray_like(), xray_like()], report=["one"]), "list of reports of the same length"),
     ],
 )
 def test_bad_input_is_a_clear_error(pipe, tmp_path, call, message):
@@ -130,7 +133,7 @@ def test_no_model_means_the_embedded_default_model(default_pipe):
 
 def test_return_status_tells_cut_off_from_finished(default_pipe, caplog):
     done = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, return_status=True)
-    assert set(done) == {"findings", "finished", "report_truncated"}
+    assert set(done) == {"findings", "finished", "report_truncated", "read", "unsupported_text"}
     assert done["finished"] is True and done["report_truncated"] is False and done["findings"]
     assert done["findings"] == default_pipe(
         EXAMPLE, report=EXAMPLE_REPORT

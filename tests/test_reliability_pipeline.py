@@ -342,6 +342,8 @@ def test_save_pretrained_without_the_package_writer_writes_the_same_folder(pipe,
     """The folder's own pipeline class (no `medrg`) has no hub_folder_writer: it writes the same files, no card."""
     pipe.save_pretrained(tmp_path / "with_writer")
     monkeypatch.setattr(ReportGroundingPipeline, "hub_folder_writer", None)
+    # the folder's copy of the file is not `medrg.processing.pipeline_medrg`: no package writer to fall back to
+    monkeypatch.setattr("medrg.processing.pipeline_medrg._package_hub_folder_writer", lambda: None)
     pipe.save_pretrained(tmp_path / "plain")
     with_writer = {p.name for p in (tmp_path / "with_writer").iterdir()}
     plain = {p.name for p in (tmp_path / "plain").iterdir()}

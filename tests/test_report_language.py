@@ -142,7 +142,9 @@ def test_normal_reports_and_styles(written):
     assert len(normal) >= 30
     for report in normal:
         assert report.phrases == []
-        assert not stated_findings(report.text), report.text
+        # the writers' filler may state a device ("Surgical clips project over the upper abdomen."): read, never
+        # one of the written finding categories
+        assert not [m for m in stated_findings(report.text) if m.category in CATEGORY_TERMS], report.text
     lengths = [len(report.text.split()) for _, report in written]
     assert min(lengths) <= 4 and max(lengths) >= 80  # one-liners and long reports
     assert any("\n" not in r.text and "FINDINGS" not in r.text for _, r in written)  # plain prose
@@ -349,7 +351,7 @@ def test_key_phrase_fallback_when_the_report_has_no_wording():
     denied = key_phrase_info("No pneumothorax.", "Pneumothorax", "left")
     assert not denied.from_report and denied.phrase == "left pneumothorax"
     with pytest.raises(ValueError, match="not a finding category"):
-        key_phrase("x", "Fracture")
+        key_phrase("x", "Unicorn horn")
 
 
 @pytest.mark.skipif(not REPORTS.is_dir(), reason="shared ChestX-ray8 narrative reports absent")

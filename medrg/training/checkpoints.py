@@ -18,25 +18,52 @@ logger = logging.getLogger("medrg.training")
 
 
 def mark_complete(folder: str | os.PathLike, global_step: int) -> None:
-    """Write the completeness marker into `folder` (last, atomically: a temporary file then `os.replace`)."""
+    """Write the completeness marker into `folder` (last, atomically: a temporary file then `os.replace`); it
+    records every file's size, so that a file truncated later (a partial copy, a full disk) is noticed."""
     folder = Path(folder)
     files = sorted(p.name for p in folder.iterdir() if p.name != COMPLETE_MARKER)
+    sizes = {name: (folder / name).stat().st_size for name in files if (folder / name).is_file()}
     temporary = folder / f".{COMPLETE_MARKER}.tmp"
     with open(temporary, "w") as handle:
-        json.dump({"global_step": int(global_step), "files": files}, handle)
+        json.dump({"global_step": int(global_step), "files": files, "sizes": sizes}, handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, folder / COMPLETE_MARKER)
 
 
-def is_complete(folder: str | os.PathLike) -> bool:
-    """True when `folder` has a readable marker whose files are all still there."""
-    marker = Path(folder) / COMPLETE_MARKER
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why `folder` cannot be resumed from (naming the file at fault), or None when it is complete: it has a
+    readable marker, every file the marker lists is there with the size it recorded, and every safetensors file
+    is as long as its header says."""
+    from medrg.loading import ModelLoadError, check_safetensors
+
+    folder = Path(folder)
+    marker = folder / COMPLETE_MARKER
     try:
         record = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return all((Path(folder) / name).exists() for name in record.get("files", []))
+    except (OSError, ValueError, RecursionError):
+        return f"no readable {COMPLETE_MARKER} (written by a run that was killed while saving)"
+    if not isinstance(record, dict):
+        return f"{marker} is not a MedRG completeness marker"
+    for name in record.get("files", []):
+        if not (folder / name).exists():
+            return f"{folder / name} is missing"
+    sizes = record.get("sizes")
+    for name, size in sizes.items() if isinstance(sizes, dict) else ():
+        file = folder / name
+        if file.is_file() and file.stat().st_size != size:
+            return f"{file} is {file.stat().st_size} bytes, {size} when the checkpoint was saved (truncated?)"
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            check_safetensors(file)
+        except ModelLoadError as error:
+            return str(error)
+    return None
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    """True when `folder` is a complete checkpoint (see `checkpoint_problem`)."""
+    return checkpoint_problem(folder) is None
 
 
 def checkpoint_folders(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -61,7 +88,8 @@ def set_aside_incomplete(output_dir: str | os.PathLike) -> list[Path]:
     `Trainer`'s checkpoint rotation and to resume); returns the new paths."""
     moved = []
     for _, folder in checkpoint_folders(output_dir):
-        if is_complete(folder):
+        problem = checkpoint_problem(folder)
+        if problem is None:
             continue
         target = folder.with_name(INCOMPLETE_PREFIX + folder.name)
         suffix = 1
@@ -69,7 +97,7 @@ def set_aside_incomplete(output_dir: str | os.PathLike) -> list[Path]:
             target = folder.with_name(f"{INCOMPLETE_PREFIX}{folder.name}.{suffix}")
             suffix += 1
         os.replace(folder, target)
-        logger.warning("set aside the incomplete checkpoint %s as %s", folder.name, target.name)
+        logger.warning("set aside the incomplete checkpoint %s as %s: %s", folder.name, target.name, problem)
         moved.append(target)
     return moved
 
@@ -97,16 +125,17 @@ def resolve_resume_checkpoint(
             )
         return checkpoint
     checkpoint = Path(request)
-    if not is_complete(checkpoint):
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
         raise ValueError(
-            f"training.resume_from_checkpoint {str(checkpoint)!r} is not a complete MedRG checkpoint "
-            f"(no {COMPLETE_MARKER}: missing, or written by a run that was killed while saving)"
+            f"training.resume_from_checkpoint {str(checkpoint)!r} is not a complete MedRG checkpoint: {problem}"
         )
     return checkpoint
 
 
 __all__ = [
     "COMPLETE_MARKER",
+    "checkpoint_problem",
     "checkpoint_folders",
     "is_complete",
     "last_complete_checkpoint",

@@ -34,6 +34,18 @@ SECTIONS = ("model", "data", "lora", "training", "export")
 # what MedRG's collator and losses need from TrainingArguments (any other value breaks training)
 LABEL_NAMES = ["labels", "target_boxes", "target_boxes_mask"]
 REQUIRED_TRAINING_ARGUMENTS = {"remove_unused_columns": False, "label_names": LABEL_NAMES}
+DEFAULT_LOGGING_STEPS = 10  # training.logging_steps when the config gives neither it nor max_steps
+
+
+def default_logging_steps(max_steps: Any) -> int:
+    """`training.logging_steps` when the config gives none: about 50 loss logs per run (every step of a run of
+    50 steps or fewer, at most every 500 steps, transformers' default), or every 10 steps when the run is
+    measured in epochs (`max_steps` not set)."""
+    if isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps > 0:
+        return min(500, max(1, math.ceil(max_steps / 50)))
+    return DEFAULT_LOGGING_STEPS
+
+
 # peft defaults that do not fit MedRG: adapters on the LM only (the vision tower has q_proj/v_proj too), the
 # projector and box decoder trained fully
 LORA_DEFAULTS = {
@@ -321,6 +333,9 @@ def parse_training(section: Any) -> tuple:
         section[key] = required
     # progress bars only on a terminal (a log file gets no carriage-return spam)
     section.setdefault("disable_tqdm", not sys.stderr.isatty())
+    # transformers' default (every 500 steps) logs no loss at all in a short fine-tuning run
+    if "logging_steps" not in section:
+        section["logging_steps"] = default_logging_steps(section.get("max_steps"))
     return parse_section((TrainingArguments, MedRGTrainingArguments), section, "training")
 
 

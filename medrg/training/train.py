@@ -22,22 +22,37 @@ logger = logging.getLogger("medrg.training")
 # ------------------------------------------------------------------------------------------------
 # model
 # ------------------------------------------------------------------------------------------------
+def checkpoint_folder(path: str | os.PathLike) -> Path:
+    """The folder `model.checkpoint` names: `default` is the embedded default model (as for every other command)."""
+    from medrg.defaults import DEFAULT_MODEL_DIR
+
+    return DEFAULT_MODEL_DIR if str(path) == "default" else Path(path)
+
+
 def check_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint's config.json and refuse anything that is not a MedRG (before any training)."""
-    folder = Path(path)
+    """Check a `model.checkpoint` folder as `medrg.load_medrg` does (config.json, processor, tokenizer, complete
+    safetensors weights, a MedRG model type) and return its config.json, before any training. Errors name the
+    file at fault (a Trainer `checkpoint-N` folder is pointed to `--resume` / its exported `final/`)."""
+    from medrg.loading import ModelLoadError, check_model_folder, read_json_file
+
+    folder = checkpoint_folder(path)
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ValueError(
             f"model.checkpoint {str(folder)!r} has no config.json (expected a saved MedRG folder)"
         )
-    config = json.loads(config_file.read_text())
-    model_type = config.get("model_type")
-    if model_type != "medrg":
-        raise ValueError(
-            f"model.checkpoint {str(folder)!r} is a {model_type!r} model, not a MedRG (model_type 'medrg'); "
-            "to start from a pretrained LM and vision model use model.source: backbones"
-        )
-    return config
+    try:
+        config = read_json_file(config_file)
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        if model_type != "medrg":
+            raise ValueError(
+                f"model.checkpoint {str(folder)!r} is a {model_type!r} model, not a MedRG (model_type "
+                "'medrg'); to start from a pretrained LM and vision model use model.source: backbones"
+            )
+        check_model_folder(folder)
+    except ModelLoadError as error:
+        raise ValueError(f"model.checkpoint: {error}") from None
+    return read_json_file(config_file)
 
 
 def build_model(section: ModelArguments):
@@ -80,8 +95,9 @@ def build_model(section: ModelArguments):
             raise
         raise ValueError(f"model.overrides {section.overrides}: {error}") from None
     check_checkpoint(section.checkpoint)
-    model = medrg.MedRGForReportGrounding.from_pretrained(section.checkpoint)
-    processor = medrg.MedRGProcessor.from_pretrained(section.checkpoint)
+    folder = str(checkpoint_folder(section.checkpoint))
+    model = medrg.MedRGForReportGrounding.from_pretrained(folder)
+    processor = medrg.MedRGProcessor.from_pretrained(folder)
     for name, value in section.overrides.items():
         setattr(model.config, name, value)
     return model, processor
@@ -205,6 +221,10 @@ def build_trainer(config: TrainConfig | dict | str, extra_callbacks: list | None
     if eval_dataset is not None and config.data.max_eval_samples is not None:
         eval_dataset = eval_dataset.select(range(min(len(eval_dataset), config.data.max_eval_samples)))
     model, processor = build_model(config.model)
+    # the training data's categories become groundable categories of the vocabulary the exported folder saves
+    from .vocabulary import extend_vocabulary_from_dataset
+
+    extend_vocabulary_from_dataset(processor, train_dataset)
     if config.lora.enabled:
         model = apply_lora(model, config.lora, processor.box_token_id)
     if config.model.freeze_vision_tower:
@@ -237,13 +257,26 @@ def finished_run(config: TrainConfig) -> dict | None:
         summary = json.loads(file.read_text())
     except (OSError, ValueError):
         return None
-    exported = Path(summary.get("export_dir") or "") / "model.safetensors"
+    if not isinstance(summary, dict):
+        return None
+    export_dir = Path(summary.get("export_dir") or "")
     same_end = summary.get("requested_max_steps") == args.max_steps and (
         args.max_steps > 0 or summary.get("num_train_epochs") == args.num_train_epochs
     )
-    if exported.is_file() and same_end and summary.get("global_step", -1) >= summary.get("max_steps", 0):
-        return summary
-    return None
+    exported = (export_dir / "model.safetensors").is_file()
+    if not (exported and same_end and summary.get("global_step", -1) >= summary.get("max_steps", 0)):
+        return None
+    from medrg.loading import ModelLoadError, check_model_folder
+
+    try:  # the exported files themselves, not only their presence
+        check_model_folder(export_dir)
+    except ModelLoadError as error:
+        logger.warning(
+            "the finished run's export is broken (%s): resuming from the last complete checkpoint to export again",
+            error,
+        )
+        return None
+    return summary
 
 
 def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None) -> dict:
@@ -301,6 +334,14 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
             batch_size=args.per_device_eval_batch_size,
             max_samples=config.export.max_eval_samples,
         )
+    if not metrics:
+        logger.warning(
+            "no split was evaluated for metrics.json (the sources have %s; export.evaluate_splits %s): the exported "
+            "metrics.json is {} and the model card says 'Not measured'. Give the data a validation or test split "
+            "(e.g. jsonl: train.jsonl and validation.jsonl in data_dir) or set export.evaluate_splits",
+            sorted(splits),
+            config.export.evaluate_splits,
+        )
     export_dir = config.export.dir or str(Path(args.output_dir) / "final")
     save_hub_folder(merged, processor, export_dir, card_text=config.export.card_text, metrics=metrics)
     summary.update(export_dir=export_dir, metrics=metrics)
@@ -318,6 +359,7 @@ __all__ = [
     "build_model",
     "build_trainer",
     "check_checkpoint",
+    "checkpoint_folder",
     "finished_run",
     "train",
     "weights_digest",

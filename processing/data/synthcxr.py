@@ -40,6 +40,7 @@ Sides follow the radiological convention: the patient's right is on the image's 
 
 from __future__ import annotations
 
+import operator
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -699,13 +700,21 @@ def _resolve_counts(examples_per_split: int | Mapping[str, int] | None) -> dict[
     if examples_per_split is None:
         return dict(DEFAULT_EXAMPLES)
     if isinstance(examples_per_split, int):
-        return {split: int(examples_per_split) for split in SPLIT_CODES}
+        examples_per_split = {split: examples_per_split for split in SPLIT_CODES}
     unknown = set(examples_per_split) - set(SPLIT_CODES)
     if unknown:
         raise ValueError(
             f"unknown split(s) {sorted(unknown)} in examples_per_split; expected {list(SPLIT_CODES)}"
         )
-    return {k: int(v) for k, v in examples_per_split.items()}
+    counts = {}
+    for split, count in examples_per_split.items():
+        try:
+            counts[split] = -1 if isinstance(count, bool) else operator.index(count)  # ints, numpy ints
+        except TypeError:
+            counts[split] = -1
+        if counts[split] < 0:
+            raise ValueError(f"examples_per_split[{split!r}] must be an integer >= 0, got {count!r}")
+    return counts
 
 
 def iter_examples(

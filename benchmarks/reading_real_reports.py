@@ -1,0 +1,506 @@
+"""Does MedRG's report reader read what radiologists write? (issue 17)
+
+    python benchmarks/reading_real_reports.py                      # the processor's reader, default vocabulary
+    python benchmarks/reading_real_reports.py --name before       # label a run (e.g. before a change)
+    python benchmarks/reading_real_reports.py --engine medspacy   # the medspaCy ConText comparison (if installed)
+
+Data: ``../shared/data/iu_reports/indiana_reports_dev.csv``, the even-uid half of the Indiana University chest X-ray
+collection (1,927 radiologist reports with the curators' manual MeSH coding of every PRESENT finding; denied findings
+are not coded). Each report is read as the pipeline gets it: ``INDICATION: ... COMPARISON: ... FINDINGS: ...
+IMPRESSION: ...`` (the sections the row has). Reports with neither findings nor impression are skipped.
+
+The labels of a report are the findings the reader says it states (``MedRGProcessor.read_report`` /
+``report_phrases``): report-guided decoding names exactly these, each once and all of them, and the ones the model
+cannot box are returned as read but not grounded, so these ARE the pipeline's labels (boxes aside).
+
+Scoring uses tables of this file only, independent of the project's vocabulary (a reader is not graded by its
+own keyword list):
+
+- ``CODED``: curators' MeSH heading (+ first qualifier) -> a benchmark category;
+- ``LABEL_TERMS``: regular expressions that say which benchmark categories a label names;
+- ``FAMILIES``: categories a curator may code for one another (a label "airspace disease" on a report coded
+  "Pneumonia" names a coded finding).
+
+Measures: per-category recall (reports coded with the category that get a label naming it); labels naming an
+uncoded finding (a label naming categories none of which, nor of their family, is coded); normal reports (coded
+``normal``) given a label; abnormal reports (coded with a lung, pleural, cardiac or device finding, ``ABNORMAL``)
+with no label; the verbatim-span rate (a label is verbatim when it is a contiguous span of the report, case and
+white space aside, or a side word of the same sentence + such a span: the reader's documented side rule); ms per
+report. Writes benchmarks/results/reading_real_reports_<name>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+IU_DEV = ROOT.parent / "shared" / "data" / "iu_reports" / "indiana_reports_dev.csv"
+TEN = (
+    "cardiomegaly",
+    "effusion",
+    "pneumothorax",
+    "nodule",
+    "mass",
+    "consolidation",
+    "atelectasis",
+    "infiltrate",
+    "pneumonia",
+    "edema",
+)
+# MeSH heading -> benchmark category; (heading, first qualifier) entries take precedence.
+CODED = {
+    "cardiomegaly": "cardiomegaly",
+    ("cardiac shadow", "enlarged"): "cardiomegaly",
+    "pleural effusion": "effusion",
+    "pneumothorax": "pneumothorax",
+    "hydropneumothorax": "pneumothorax",
+    "nodule": "nodule",
+    "mass": "mass",
+    "consolidation": "consolidation",
+    "pulmonary atelectasis": "atelectasis",
+    "volume loss": "atelectasis",
+    "infiltrate": "infiltrate",
+    "pneumonia": "pneumonia",
+    "pulmonary edema": "edema",
+    "opacity": "opacity",
+    "density": "opacity",
+    "airspace disease": "airspace disease",
+    "calcified granuloma": "granuloma",
+    "granuloma": "granuloma",
+    "granulomatous disease": "granuloma",
+    ("calcinosis", "lung"): "calcification",
+    ("calcinosis", "lymph nodes"): "calcification",
+    ("calcinosis", "mediastinum"): "calcification",
+    "cicatrix": "scarring",
+    "emphysema": "emphysema",
+    "pulmonary emphysema": "emphysema",
+    "pulmonary disease, chronic obstructive": "emphysema",
+    ("lung", "hyperdistention"): "hyperinflation",
+    "lung, hyperlucent": "hyperinflation",
+    ("lung", "hypoinflation"): "low lung volumes",
+    "pulmonary fibrosis": "fibrosis",
+    "lung diseases, interstitial": "fibrosis",
+    ("thickening", "pleura"): "pleural thickening",
+    "fractures, bone": "fracture",
+    "hernia, hiatal": "hernia",
+    "catheters, indwelling": "device",
+    "surgical instruments": "device",
+    "implanted medical device": "device",
+    "tube, inserted": "device",
+    "medical device": "device",
+    "stents": "device",
+    "aorta": "aorta",
+    "aorta, thoracic": "aorta",
+    "atherosclerosis": "aorta",
+    ("calcinosis", "aorta"): "aorta",
+    ("calcinosis", "aorta, thoracic"): "aorta",
+    ("calcinosis", "blood vessels"): "aorta",
+    "pulmonary congestion": "congestion",
+    "markings": "markings",
+    "costophrenic angle": "costophrenic blunting",
+    "diaphragm": "diaphragm",
+    "diaphragmatic eventration": "diaphragm",
+    "cavitation": "cavity",
+    "cysts": "cyst",
+    "bronchiectasis": "bronchiectasis",
+    "heart failure": "congestion",
+}
+# which categories a label names (regular expressions over the lower-case label)
+LABEL_TERMS = {
+    "cardiomegaly": r"cardiomegal|enlarg\w*.*\b(?:heart|cardiac)|(?:heart|cardiac|cardiomediastinal)\b.*\b(?:enlarg|large)|"
+    r"borderline (?:heart|cardiac)|large heart",
+    "effusion": r"effusion|pleural fluid|hydrothorax|blunting of the \w* ?costophrenic",
+    "pneumothorax": r"pneumothora",
+    "nodule": r"nodul",
+    "mass": r"\bmass|tumou?r|neoplas",
+    "consolidation": r"consolidat",
+    "atelectasis": r"atelecta|collapse|volume loss",
+    "infiltrate": r"infiltrat",
+    "pneumonia": r"pneumoni",
+    "edema": r"\bo?edema",
+    "opacity": r"opaci|densit",
+    "airspace disease": r"air ?space",
+    "granuloma": r"granulom",
+    "calcification": r"calcif",
+    "scarring": r"scar",
+    "emphysema": r"emphysem|copd|obstructive",
+    "hyperinflation": r"hyperinfla|hyperexpan|hyperaerat|overinfla|hyperlucen|flatten",
+    "low lung volumes": r"low (?:lung )?volume|hypoinfla|hypoventil|poor inspir|shallow inspir",
+    "fibrosis": r"fibros|fibrotic",
+    "pleural thickening": r"thicken",
+    "fracture": r"fractur",
+    "hernia": r"hernia",
+    "device": r"catheter|\bline\b|tube|pacemaker|\bpicc\b|\bport\b|clip|wire|device|stent|sternotomy|suture|"
+    r"electrode|\bleads?\b|hardware|valve|defibrillator|pacer|\bicd\b|prosthe|staple|drain|generator",
+    "aorta": r"aort",
+    "congestion": r"congest|vascular|cephaliz",
+    "markings": r"marking|interstitial",
+    "costophrenic blunting": r"costophrenic|blunt",
+    "diaphragm": r"diaphragm|eventration",
+    "cavity": r"cavit",
+    "cyst": r"cyst|bulla|bleb",
+    "bronchiectasis": r"bronchiecta",
+}
+LABEL_PATTERNS = {category: re.compile(pattern) for category, pattern in LABEL_TERMS.items()}
+# categories a curator may code for one another
+FAMILIES = (
+    {"opacity", "airspace disease", "consolidation", "infiltrate", "pneumonia", "atelectasis", "markings"},
+    {"granuloma", "calcification", "nodule", "scarring"},
+    {"emphysema", "hyperinflation", "cyst"},
+    {"fibrosis", "scarring", "markings", "pleural thickening"},
+    {"effusion", "costophrenic blunting", "pleural thickening"},
+    {"edema", "congestion", "markings"},
+    {"cardiomegaly"},
+    {"mass", "nodule"},
+)
+# coded categories that make a report abnormal for the "no label" measure: lung, pleural, cardiac, device
+ABNORMAL = set(TEN) | {
+    "opacity",
+    "airspace disease",
+    "granuloma",
+    "calcification",
+    "scarring",
+    "emphysema",
+    "hyperinflation",
+    "fibrosis",
+    "pleural thickening",
+    "device",
+    "congestion",
+    "costophrenic blunting",
+    "cavity",
+    "cyst",
+    "bronchiectasis",
+}
+SIDE_WORDS = ("right", "left", "bilateral", "both")
+
+
+def coded_categories(mesh: str) -> set[str]:
+    """Benchmark categories of a row's MeSH coding ("normal" -> empty)."""
+    found = set()
+    for entry in (mesh or "").split(";"):
+        parts = [p.strip().lower() for p in entry.split("/")]
+        if not parts[0] or parts[0] == "normal":
+            continue
+        qualifier = parts[1] if len(parts) > 1 else ""
+        category = CODED.get((parts[0], qualifier)) or CODED.get(parts[0])
+        if category:
+            found.add(category)
+    return found
+
+
+def label_categories(label: str) -> set[str]:
+    low = label.lower()
+    return {category for category, pattern in LABEL_PATTERNS.items() if pattern.search(low)}
+
+
+def family(category: str) -> set[str]:
+    out = {category}
+    for group in FAMILIES:
+        if category in group:
+            out |= group
+    return out
+
+
+def compose_report(row: dict) -> str:
+    """The row as one sectioned report (empty when it has neither findings nor impression)."""
+    parts = []
+    for name, key in (
+        ("INDICATION", "indication"),
+        ("COMPARISON", "comparison"),
+        ("FINDINGS", "findings"),
+        ("IMPRESSION", "impression"),
+    ):
+        text = (row.get(key) or "").strip()
+        if text:
+            parts.append(f"{name}: {text}")
+    if not (row.get("findings") or "").strip() and not (row.get("impression") or "").strip():
+        return ""
+    return "\n".join(parts)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+(?:[-'][a-z0-9]+)*", text.lower()))
+
+
+def is_verbatim(label: str, report: str) -> bool:
+    """A contiguous span of the report (case, punctuation and white space aside), or a side word written in the
+    same sentence of the report followed by such a span (the side rule)."""
+    words = _normalise(label)
+    text = f" {_normalise(report)} "
+    if f" {words} " in text:
+        return True
+    head, _, rest = words.partition(" ")
+    if head in SIDE_WORDS and rest:
+        for sentence in re.split(r"[.\n;]", report):
+            sentence_words = f" {_normalise(sentence)} "
+            if f" {rest} " in sentence_words and f" {head} " in sentence_words:
+                return True
+    return False
+
+
+def load_rows(path: Path = IU_DEV) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    out = []
+    for row in rows:
+        report = compose_report(row)
+        if report:
+            out.append(
+                {
+                    "uid": row["uid"],
+                    "report": report,
+                    "coded": coded_categories(row["MeSH"]),
+                    "normal": row["MeSH"].strip().lower() == "normal",
+                }
+            )
+    return out
+
+
+def default_reader():
+    """The labels the processor's reader gives a report (``MedRGProcessor.read_report`` when it exists, else the
+    module-level ``report_key_phrases`` of the reader of that time)."""
+    try:
+        from medrg.processing.reading_medrg import ReportReader
+
+        reader = ReportReader()
+        return lambda report: [f.label for f in reader.read(report).stated]
+    except ImportError:
+        from medrg.processing.reading_medrg import report_key_phrases
+
+        return report_key_phrases
+
+
+def score(rows: list[dict], read, examples: int = 8) -> dict:
+    """Every measure of the module docstring for ``read(report) -> list of labels``."""
+    per_category = defaultdict(lambda: [0, 0])
+    labels_total = labels_uncoded = labels_uncoded_ten = labels_ten = labels_unknown = verbatim = 0
+    normal_lung_labelled = 0
+    normal = normal_labelled = abnormal = abnormal_silent = abnormal_ten = abnormal_ten_silent = 0
+    uncoded_by_category: Counter = Counter()
+    silent_examples, uncoded_examples, nonverbatim_examples = [], [], []
+    times = []
+    for row in rows:
+        start = time.perf_counter()
+        labels = list(read(row["report"]))
+        times.append(time.perf_counter() - start)
+        coded = row["coded"]
+        named = set()
+        for label in labels:
+            categories = label_categories(label)
+            named |= categories
+            labels_total += 1
+            verbatim += is_verbatim(label, row["report"])
+            if len(nonverbatim_examples) < examples and not is_verbatim(label, row["report"]):
+                nonverbatim_examples.append({"uid": row["uid"], "label": label})
+            if not categories:
+                labels_unknown += 1
+                continue
+            allowed = set().union(*(family(c) for c in coded)) if coded else set()
+            if not (categories & allowed):
+                labels_uncoded += 1
+                uncoded_by_category.update(categories)
+                if len(uncoded_examples) < examples:
+                    uncoded_examples.append({"uid": row["uid"], "label": label, "coded": sorted(coded)})
+            if categories & set(TEN):
+                labels_ten += 1
+                if not (categories & allowed):
+                    labels_uncoded_ten += 1
+        for category in coded:
+            per_category[category][0] += 1
+            per_category[category][1] += bool(family_hit(category, named))
+        if row["normal"]:
+            normal += 1
+            normal_labelled += bool(labels)
+            normal_lung_labelled += bool(named & (ABNORMAL - {"device"}))
+        if coded & ABNORMAL:
+            abnormal += 1
+            abnormal_silent += not labels
+            if len(silent_examples) < examples and not labels:
+                silent_examples.append(
+                    {"uid": row["uid"], "coded": sorted(coded), "report": row["report"][-300:]}
+                )
+            if coded & set(TEN):
+                abnormal_ten += 1
+                abnormal_ten_silent += not labels
+    ten_total = sum(per_category[c][0] for c in TEN)
+    ten_hit = sum(per_category[c][1] for c in TEN)
+    return {
+        "reports": len(rows),
+        "recall_ten": ten_hit / max(ten_total, 1),
+        "recall_ten_counts": [ten_hit, ten_total],
+        "recall_per_category": {
+            c: {"recall": hit / n, "hit": hit, "coded": n}
+            for c, (n, hit) in sorted(per_category.items(), key=lambda kv: -kv[1][0])
+        },
+        "labels": labels_total,
+        "labels_uncoded_rate": labels_uncoded / max(labels_total - labels_unknown, 1),
+        "labels_uncoded": labels_uncoded,
+        "labels_uncoded_ten_rate": labels_uncoded_ten / max(labels_ten, 1),
+        "labels_uncoded_ten": [labels_uncoded_ten, labels_ten],
+        "labels_naming_no_benchmark_category": labels_unknown,
+        "uncoded_by_category": dict(uncoded_by_category.most_common()),
+        "normal_labelled_rate": normal_labelled / max(normal, 1),
+        "normal_labelled": [normal_labelled, normal],
+        "normal_lung_labelled": [normal_lung_labelled, normal],
+        "abnormal_silent_rate": abnormal_silent / max(abnormal, 1),
+        "abnormal_silent": [abnormal_silent, abnormal],
+        "abnormal_ten_silent": [abnormal_ten_silent, abnormal_ten],
+        "abnormal_other_silent": [abnormal_silent - abnormal_ten_silent, abnormal - abnormal_ten],
+        "verbatim_rate": verbatim / max(labels_total, 1),
+        "ms_per_report_mean": 1000 * statistics.fmean(times),
+        "ms_per_report_median": 1000 * statistics.median(times),
+        "ms_per_report_max": 1000 * max(times),
+        "examples": {
+            "abnormal_silent": silent_examples,
+            "labels_uncoded": uncoded_examples,
+            "not_verbatim": nonverbatim_examples,
+        },
+    }
+
+
+def family_hit(category: str, named: set[str]) -> bool:
+    """A coded category counts as named when a label names it (its own terms only, not its family)."""
+    return category in named
+
+
+def markdown(name: str, result: dict) -> str:
+    lines = [
+        f"# Reading real radiologist reports: {name}",
+        "",
+        f"IU chest X-ray collection, dev half ({result['reports']} reports with findings or impression); "
+        "`python benchmarks/reading_real_reports.py`.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| recall of coded findings of the ten categories | {result['recall_ten']:.3f} "
+        f"({result['recall_ten_counts'][0]}/{result['recall_ten_counts'][1]}) |",
+        f"| labels naming an uncoded finding (all labels naming a category) | {100 * result['labels_uncoded_rate']:.1f} % "
+        f"({result['labels_uncoded']}) |",
+        f"| labels naming an uncoded finding (labels naming one of the ten) | "
+        f"{100 * result['labels_uncoded_ten_rate']:.1f} % ({result['labels_uncoded_ten'][0]}/{result['labels_uncoded_ten'][1]}) |",
+        f"| normal reports given a label | {100 * result['normal_labelled_rate']:.1f} % "
+        f"({result['normal_labelled'][0]}/{result['normal_labelled'][1]}) |",
+        f"| normal reports given a label naming a lung, pleural or cardiac finding | "
+        f"{100 * result['normal_lung_labelled'][0] / max(result['normal_lung_labelled'][1], 1):.1f} % "
+        f"({result['normal_lung_labelled'][0]}/{result['normal_lung_labelled'][1]}) |",
+        f"| abnormal reports (lung, pleural, cardiac, device) with no label | "
+        f"{100 * result['abnormal_silent_rate']:.1f} % ({result['abnormal_silent'][0]}/{result['abnormal_silent'][1]}) |",
+        f"| - of them coded with one of the ten | {result['abnormal_ten_silent'][0]}/{result['abnormal_ten_silent'][1]} |",
+        f"| - of them coded only with other findings | {result['abnormal_other_silent'][0]}/{result['abnormal_other_silent'][1]} |",
+        f"| labels that are verbatim report spans (side rule) | {100 * result['verbatim_rate']:.1f} % |",
+        f"| ms per report (mean / median / max) | {result['ms_per_report_mean']:.2f} / "
+        f"{result['ms_per_report_median']:.2f} / {result['ms_per_report_max']:.1f} |",
+        "",
+        "| category | recall | reports coded |",
+        "|---|---|---|",
+    ]
+    for category, value in result["recall_per_category"].items():
+        lines.append(f"| {category} | {value['recall']:.3f} | {value['coded']} |")
+    return "\n".join(lines) + "\n"
+
+
+def medspacy_reader(lower: bool = False):
+    """A medspaCy reader for the comparison: target rules from this benchmark's own LABEL_TERMS are NOT used (that
+    would grade the engine with the key); the targets are the project vocabulary's terms, and ConText +
+    the sectionizer decide negation, hypothetical, historical and family mentions. Labels are the matched spans."""
+    import importlib.util
+
+    import medspacy
+    from medspacy.ner import TargetRule
+
+    try:  # PyRuSH logs every sentence boundary at DEBUG level through loguru
+        from loguru import logger as loguru_logger
+
+        loguru_logger.remove()
+    except ImportError:
+        pass
+
+    # the vocabulary module by its path: the comparison runs in its own environment (medspaCy is no dependency)
+    spec = importlib.util.spec_from_file_location(
+        "vocabulary_medrg", ROOT / "processing" / "vocabulary_medrg.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["vocabulary_medrg"] = module
+    spec.loader.exec_module(module)
+    default_vocabulary = module.default_vocabulary
+
+    nlp = medspacy.load(
+        medspacy_enable=[
+            "medspacy_pyrush",
+            "medspacy_target_matcher",
+            "medspacy_context",
+            "medspacy_sectionizer",
+        ]
+    )
+    matcher = nlp.get_pipe("medspacy_target_matcher")
+    rules = []
+    for category, entry in default_vocabulary()["findings"].items():
+        for term in entry["terms"]:
+            rules.append(TargetRule(term, category.upper(), pattern=rf"\b(?:{term})\b"))
+    matcher.add(rules)
+    skip_sections = {
+        "indication",
+        "history_of_present_illness",
+        "past_medical_history",
+        "reason_for_examination",
+        "comparison",
+        "family_history",
+        "chief_complaint",
+    }
+
+    def read(report: str) -> list[str]:
+        doc = nlp(report.lower() if lower else report)
+        out = []
+        for ent in doc.ents:
+            if (
+                ent._.is_negated
+                or ent._.is_hypothetical
+                or ent._.is_historical
+                or ent._.is_family
+                or ent._.is_uncertain
+                and False
+            ):
+                continue
+            section = ent._.section_category
+            if section in skip_sections:
+                continue
+            text = ent.text.lower()
+            if text not in out:
+                out.append(text)
+        return out
+
+    return read
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", default="default", help="result file suffix")
+    parser.add_argument("--engine", default="medrg", choices=["medrg", "medspacy", "medspacy-lower"])
+    parser.add_argument("--data", type=Path, default=IU_DEV)
+    args = parser.parse_args(argv)
+    if not args.data.is_file():
+        raise SystemExit(f"IU reports not found at {args.data} (see ../shared/data/iu_reports/README.md)")
+    rows = load_rows(args.data)
+    read = (
+        default_reader() if args.engine == "medrg" else medspacy_reader(lower=args.engine == "medspacy-lower")
+    )
+    result = {"name": args.name, "engine": args.engine, **score(rows, read)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"reading_real_reports_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(args.name, result)
+    (RESULTS / f"reading_real_reports_{args.name}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

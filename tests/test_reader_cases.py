@@ -1,0 +1,179 @@
+"""The report reader on the adversarial cases of issue 17 (each one failed before) and its open vocabulary."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from medrg.processing.reading_medrg import MAX_REPORT_CHARS, ReportReader
+from medrg.processing.vocabulary_medrg import FindingVocabulary, default_vocabulary
+
+READER = ReportReader()
+
+
+def labels(report: str) -> list[str]:
+    return READER.read(report).labels
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        # history, indication and comparison are not findings of this exam
+        "INDICATION: h/o pneumonia. FINDINGS: Lungs are clear.",
+        "Reason for exam: pneumonia? Findings: no acute process.",
+        "r/o pneumonia.",
+        "Comparison: chest x-ray 1/1/2020 showed a right pneumothorax. Findings: lungs clear.",
+        # resolved findings
+        "The right pneumothorax is no longer visible.",
+        "The left effusion has cleared.",
+        "Right upper lobe mass has been removed.",
+        "Prior study demonstrated a left effusion, which is no longer present.",
+        # structured denials
+        "Pneumothorax: none.",
+        "Pleural effusion: negative.",
+        # scope
+        "Pneumonia is unlikely.",
+        "No focal consolidation, suspicious pulmonary opacity, large pleural effusion, or pneumothorax is identified.",
+        # another language, and look-alike letters of another script
+        "Épanchement pleural gauche modéré. Pas de pneumothorax.",
+        "Linksseitiger Pleuraerguss. Kein Pneumothorax.",
+        "N\u043e pneumothorax.",
+    ],
+)
+def test_nothing_is_read_where_nothing_is_stated(report):
+    assert labels(report) == []
+
+
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        ("FINDINGS:\nEffusion: No.\nPneumothorax: small, right apex.", ["right pneumothorax"]),
+        ("No pneumothorax, effusion is present on the left.", ["effusion is present on the left"]),
+        ("Left pleural effusion is not absent.", ["left pleural effusion"]),
+        ("Right and left pleural effusions.", ["right pleural effusion", "left pleural effusion"]),
+        (
+            "Small right and moderate left pleural effusions.",
+            ["small right pleural effusion", "moderate left pleural effusion"],
+        ),
+        (
+            "Nodules in the right upper lobe and the left lower lobe.",
+            ["nodule in the right upper lobe", "nodule in the left lower lobe"],
+        ),
+        (
+            "Left upper lobe nodule. Left lower lobe nodule.",
+            ["left upper lobe nodule", "left lower lobe nodule"],
+        ),
+        ("Small left effusi\u043en.", ["small left effusion"]),  # a Cyrillic о inside the word
+        # the report's own words, with size, severity and character
+        ("Small left apical pneumothorax.", ["small left apical pneumothorax"]),
+        (
+            "A spiculated 2.5 cm mass in the left upper lobe.",
+            ["spiculated 2.5 cm mass in the left upper lobe"],
+        ),
+        ("Calcified granuloma.", ["calcified granuloma"]),
+        ("Moderate left pleural effusion. No pneumothorax.", ["moderate left pleural effusion"]),
+        ("Borderline cardiomegaly.", ["borderline cardiomegaly"]),
+        ("The heart is mildly enlarged.", ["heart is mildly enlarged"]),
+        ("Pneumothorax, left, moderate.", ["left pneumothorax"]),  # the side rule
+        # a "\nFindings:" line is a section heading like any other: it changes nothing read
+        ("Left apical pneumothorax.\nFindings: No pneumothorax.", ["left apical pneumothorax"]),
+    ],
+)
+def test_stated_findings_in_the_reports_words(report, expected):
+    assert labels(report) == expected
+
+
+def test_side_is_not_taken_from_another_object():
+    found = READER.read("A small pleural effusion with the right PICC tip in the SVC.").stated
+    effusion = next(f for f in found if f.category == "effusion")
+    assert effusion.label == "small pleural effusion" and effusion.side == ""
+
+
+def test_hedges_are_named_and_marked_uncertain():
+    (finding,) = READER.read("Cannot rule out small right effusion.").stated
+    assert finding.label == "small right effusion" and finding.uncertain and finding.side == "right"
+    found = READER.read("Likely atelectasis rather than pneumonia.").stated
+    assert [(f.category, f.uncertain) for f in found] == [("atelectasis", True)]
+
+
+def test_findings_outside_the_ten_are_read_and_not_grounded():
+    for report, category in [
+        ("Left lower lobe airspace disease.", "consolidation"),
+        ("Calcified granuloma in the right upper lobe.", "granuloma"),
+        ("Increased opacity at the right base.", "opacity"),
+        ("Biapical pleural thickening.", "pleural thickening"),
+        ("Emphysema.", "emphysema"),
+        ("Right IJ central venous catheter tip in the SVC.", "device"),
+        ("Tortuous aorta.", "aorta"),
+        ("Small hiatal hernia.", "hernia"),
+        ("Healed left rib fractures.", "fracture"),
+    ]:
+        (finding,) = READER.read(report).stated
+        assert finding.category == category, (report, finding)
+        assert finding.grounded == (category == "consolidation"), (report, finding)
+        assert finding.label in report.lower()
+
+
+def test_many_findings_are_all_read():
+    sides = ("right", "left")
+    zones = ("upper", "middle", "lower")
+    names = ("nodule", "mass", "opacity", "granuloma")
+    report = " ".join(
+        f"{side.capitalize()} {zone} lobe {name}." for name in names for side in sides for zone in zones
+    )[:2000]
+    result = READER.read(report)
+    assert len(result.stated) == 24 and len(set(result.labels)) == 24
+    assert len(result.phrases) == 12  # the groundable ones (nodule, mass) go to the guide
+
+
+def test_unsupported_language_is_said():
+    result = READER.read("Épanchement pleural gauche modéré. Pas de pneumothorax. Small left effusion.")
+    assert result.labels == ["small left effusion"]
+    assert len(result.unsupported) == 2
+
+
+def test_reading_is_linear_and_bounded():
+    sentence = "Small left pleural effusion, no pneumothorax, and a right upper lobe nodule are seen. "
+    times = []
+    for n in (200, 800):
+        start = time.perf_counter()
+        READER.read(sentence * n)
+        times.append(time.perf_counter() - start)
+    assert times[1] < 8 * times[0] + 0.05, times  # 4x the text, about 4x the time (not 16x)
+    start = time.perf_counter()
+    READER.read("effusion " * (MAX_REPORT_CHARS // 10))  # one sentence without a full stop
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ValueError, match="characters"):
+        READER.read("x" * (MAX_REPORT_CHARS + 1))
+
+
+def test_vocabulary_covers_the_public_label_sets():
+    vocabulary = FindingVocabulary()
+    label_sets = {
+        "ChestX-ray8": "Atelectasis Cardiomegaly Effusion Infiltration Mass Nodule Pneumonia Pneumothorax",
+        "MS-CXR": "Atelectasis|Cardiomegaly|Consolidation|Edema|Lung Opacity|Pleural Effusion|Pneumonia|Pneumothorax",
+        "VinDr-CXR": "Aortic enlargement|Atelectasis|Calcification|Cardiomegaly|Clavicle fracture|Consolidation|"
+        "Edema|Emphysema|Enlarged PA|ILD|Infiltration|Lung cavity|Lung cyst|Lung Opacity|Mediastinal shift|"
+        "Nodule/Mass|Other lesion|Pleural effusion|Pleural thickening|Pneumothorax|Pulmonary fibrosis|Rib fracture",
+        "CheXpert": "Enlarged Cardiomediastinum|Cardiomegaly|Lung Opacity|Lung Lesion|Edema|Consolidation|"
+        "Pneumonia|Atelectasis|Pneumothorax|Pleural Effusion|Pleural Other|Fracture|Support Devices",
+    }
+    for name, labels_text in label_sets.items():
+        separator = "|" if "|" in labels_text else " "
+        for label in labels_text.split(separator):
+            assert vocabulary.category_of_label(label) in vocabulary, (name, label)
+    for category, entry in default_vocabulary()["findings"].items():
+        assert isinstance(entry["sided"], bool) and entry["terms"], category
+
+
+def test_vocabulary_is_data_and_is_validated():
+    data = default_vocabulary()
+    assert FindingVocabulary(data).to_dict() == data
+    with pytest.raises(ValueError, match="not a regular expression"):
+        FindingVocabulary({"version": 1, "findings": {"x": {"terms": ["("]}}})
+    with pytest.raises(ValueError, match="unknown key"):
+        FindingVocabulary({"version": 1, "findings": {"x": {"synonyms": ["x"]}}})
+    with pytest.raises(ValueError, match="must be a dict"):
+        FindingVocabulary([1, 2])
+    reader = ReportReader({"version": 1, "findings": {"widget": {"terms": ["widgets?"], "sided": True}}})
+    assert reader.read("Small left widget. No pneumothorax.").labels == ["small left widget"]
