@@ -245,12 +245,12 @@ def test_predict_groundings_is_the_pipeline_batched_or_not():
 
     pipe = ReportGroundingPipeline(model=model.eval(), processor=processor, device="cpu")
     assert pipe(image, report=report, threshold=0.0) == single[0]
-    # the threshold is the pipeline's: without the report guide every box below it is dropped; a guided answer
-    # (the default) keeps each stated finding's best box
+    # the threshold is the caller's and filters in every mode, guided (the default) or not
     kept = predict_groundings(model, processor, rows[:1], threshold=0.5, guided=False)[0]
     assert all(r["score"] >= 0.5 for r in kept)
-    guided = predict_groundings(model, processor, rows[:1], threshold=1.0)[0]
-    assert [r["label"] for r in guided] == [r["label"] for r in single[0]]
+    guided = predict_groundings(model, processor, rows[:1], threshold=0.3)[0]
+    assert guided == [r for r in single[0] if r["score"] >= 0.3]
+    assert predict_groundings(model, processor, rows[:1], threshold=1.0)[0] == []
     free = predict_groundings(model, processor, rows[:1], threshold=0.0, guided=False)[0]
     assert kept == [r for r in free if r["score"] >= 0.5]
     # top_k=1 (the default) is one box per phrase; top_k=None gives every hypothesis

@@ -412,3 +412,61 @@ def test_matcher_finds_the_minimum_cost_assignment_like_scipy(k, targets):
         assert len(queries) == min(k, len(real))  # one-to-one, as many pairs as possible
         assert len(set(chosen.tolist())) == len(chosen) and mask[m, chosen].all()  # distinct real targets
         assert torch.isclose(cost[m, queries, chosen].sum(), best, atol=1e-5)
+
+
+def _pyramid_model():
+    return medrg.build_tiny_medrg(
+        seed=0,
+        box_feature_levels=[1, 2],
+        box_feature_channels=[16, 32],
+        box_initial_source="text",
+        box_sampling_window=2.0,
+    )
+
+
+def test_feature_pyramid_decoder_trains_from_cached_vision_maps():
+    """A text-first decoder over two feature levels: the loss from cached `encode_vision` maps equals the loss from
+    the pixels, and the box losses reach every level's projection."""
+    model, processor = _pyramid_model()
+    model.eval()
+    batch = _batch(processor)
+    from_pixels = model(**batch)
+    maps = model.encode_vision(batch["pixel_values"])
+    assert len(maps) == 3 and [m.shape[-1] for m in maps[1:]] == [16, 32]
+    cached = {k: v for k, v in batch.items() if k not in ("pixel_values", "image_sizes")}
+    from_maps = model(**cached, vision_maps=maps)
+    torch.testing.assert_close(from_maps.loss, from_pixels.loss)
+    torch.testing.assert_close(from_maps.pred_boxes, from_pixels.pred_boxes)
+    from_maps.loss.backward()
+    for level in model.box_decoder.level_proj:
+        assert level.weight.grad is not None and level.weight.grad.abs().sum() > 0
+    assert not hasattr(model.box_decoder, "initial_cross_attn")
+
+
+def test_text_first_box_does_not_depend_on_the_image():
+    """With box_initial_source="text" the first box is what the phrase says: the image reaches it only through the
+    LM's `<BOX>` state (two images: nearly the same first box); the refinement layers sample the image."""
+    model, processor = _pyramid_model()
+    model.eval()
+    images = [xray_like(seed=1), xray_like(seed=2, boxes=[(5, 5, 60, 60)])]
+    batch = processor(images=images, text=REPORTS[:1] * 2, findings=[FINDINGS[0]] * 2)
+    with torch.no_grad():
+        out = model(**batch)
+    first, last = out.intermediate_boxes[0], out.intermediate_boxes[-1]
+    first_gap, last_gap = (first[0] - first[1]).abs().max(), (last[0] - last[1]).abs().max()
+    assert first_gap < 1e-3 and last_gap > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"box_feature_levels": [1]}, "box_feature_channels"),
+        ({"box_feature_levels": [1, 2], "box_feature_channels": [16]}, "one width per"),
+        ({"box_feature_channels": [16]}, "needs box_feature_levels"),
+        ({"box_initial_source": "report"}, "box_initial_source"),
+        ({"box_sampling_window": 0}, "box_sampling_window"),
+    ],
+)
+def test_feature_pyramid_settings_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        medrg.MedRGConfig(**overrides)
