@@ -1,10 +1,11 @@
-"""Calibrate a MedRG model's box confidences on held-out data (Platt scaling), issue 10.
+"""Calibrate a MedRG model's box confidences on held-out data (Platt scaling).
 
     python benchmarks/calibrate_scores.py --model default --write          # the embedded default model
     python benchmarks/calibrate_scores.py --model runs/medrg_small/final --write
 
 The model grounds a calibration set that no test uses (SynthCXR, its own generator seed, validation split; with
-``--chestxray8-writer`` also the ChestX-ray8 *train* rows of that report writer), report-guided as the pipeline
+``--chestxray8-writer`` also the ChestX-ray8 rows of that report writer, ``--chestxray8-split`` train or validation:
+a model is over-confident on the images it trained on), report-guided as the pipeline
 does, keeping every phrase's top box. Each box's hit is IoU >= 0.5 with its Hungarian-matched finding (the
 evaluation's matching). ``a, b`` of ``sigmoid(a * logit(score) + b)`` minimise the log loss of hit given score;
 ``--write`` stores them as ``score_calibration`` in the folder's ``processor_config.json``, which
@@ -83,20 +84,23 @@ def calibration_examples(
     writer: str | None,
     data_dir: str,
     chestxray8_max: int | None = None,
+    chestxray8_split: str = "train",
 ) -> list[dict]:
     import medrg
 
-    synth = medrg.load_grounding_dataset(
-        "synthcxr",
-        examples_per_split={"train": 1, "validation": synthcxr_examples, "test": 1},
-        image_size=image_size,
-        seed=CALIBRATION_SEED,
-        progress=False,
-    )
-    examples = list(synth["validation"])
+    examples = []
+    if synthcxr_examples > 0:
+        synth = medrg.load_grounding_dataset(
+            "synthcxr",
+            examples_per_split={"train": 1, "validation": synthcxr_examples, "test": 1},
+            image_size=image_size,
+            seed=CALIBRATION_SEED,
+            progress=False,
+        )
+        examples = list(synth["validation"])
     if writer:
         cxr = medrg.load_grounding_dataset("chestxray8", data_dir=data_dir, reports=writer, progress=False)
-        train = cxr["train"]
+        train = cxr[chestxray8_split]
         if chestxray8_max is not None:
             train = train.select(range(min(chestxray8_max, len(train))))
         examples += list(train)
@@ -111,7 +115,14 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     parser.add_argument("--synthcxr-examples", type=int, default=400)
     parser.add_argument(
-        "--chestxray8-writer", default=None, help="also calibrate on these ChestX-ray8 train reports"
+        "--chestxray8-writer", default=None, help="also calibrate on these ChestX-ray8 reports"
+    )
+    parser.add_argument(
+        "--chestxray8-split",
+        default="train",
+        choices=("train", "validation"),
+        help="which ChestX-ray8 part (a model trained on the train images is over-confident there: its boxes "
+        "on images it trained on hit more often than on new ones)",
     )
     parser.add_argument("--chestxray8-max", type=int, default=None, help="at most this many ChestX-ray8 rows")
     parser.add_argument("--data-dir", default=str(DATA))
@@ -132,14 +143,19 @@ def main() -> None:
         args.chestxray8_writer,
         args.data_dir,
         args.chestxray8_max,
+        args.chestxray8_split,
     )
     scores, hits = score_hit_pairs(model, processor, examples, args.batch_size)
     a, b = fit_platt(scores, hits)
     result = {
         "model": name,
-        "calibration_set": f"SynthCXR validation (seed {CALIBRATION_SEED}, {args.synthcxr_examples} examples)"
+        "calibration_set": (
+            f"SynthCXR validation (seed {CALIBRATION_SEED}, {args.synthcxr_examples} examples)"
+            if args.synthcxr_examples > 0
+            else "no SynthCXR"
+        )
         + (
-            f" + ChestX-ray8 train, {args.chestxray8_writer} reports"
+            f" + ChestX-ray8 {args.chestxray8_split}, {args.chestxray8_writer} reports"
             + (f" (first {args.chestxray8_max} rows)" if args.chestxray8_max else "")
             if args.chestxray8_writer
             else ""

@@ -1,4 +1,4 @@
-"""Does MedRG's report reader read what radiologists write? (issue 17)
+"""Does MedRG's report reader read what radiologists write?
 
     python benchmarks/reading_real_reports.py                      # the processor's reader, default vocabulary
     python benchmarks/reading_real_reports.py --name before       # label a run (e.g. before a change)

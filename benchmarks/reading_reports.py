@@ -1,4 +1,4 @@
-"""Does MedRG read reports it was never tuned on? One table per model (issue 10).
+"""Does MedRG read reports it was never tuned on? One table per model.
 
     python benchmarks/reading_reports.py --model default            # the embedded default model
     python benchmarks/reading_reports.py --model runs/medrg_small/final --name medrg-small
@@ -87,6 +87,20 @@ def score_handwritten(records_per_case: list[tuple[dict, list[dict]]]) -> dict:
         "many_complete_rate": many_complete / many if many else None,
         "failures": failures[:40],
     }
+
+
+def synthcxr_test_set(image_size: int, examples: int):
+    """The SynthCXR rows the reading tables score: seed 0 with 3,000 training examples (the split the default
+    model's recipe trains on), ``examples`` test rows drawn at ``image_size`` px."""
+    import medrg
+
+    return medrg.load_grounding_dataset(
+        "synthcxr",
+        examples_per_split={"train": 3000, "validation": 50, "test": examples},
+        image_size=image_size,
+        seed=0,
+        progress=False,
+    )
 
 
 def _val_images(data) -> list:
@@ -221,13 +235,7 @@ def main() -> None:
     size = (
         processor.image_processor.image_size if args.synthcxr_image_size is None else args.synthcxr_image_size
     )
-    synth = medrg.load_grounding_dataset(
-        "synthcxr",
-        examples_per_split={"train": 3000, "validation": 50, "test": args.synthcxr_examples},
-        image_size=size,
-        seed=0,
-        progress=False,
-    )
+    synth = synthcxr_test_set(size, args.synthcxr_examples)
     for method, target in _methods(name, model, processor, args):
         metrics = evaluate_model(
             target, synth, split="test", batch_size=args.batch_size, show_progress=False

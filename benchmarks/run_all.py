@@ -1,4 +1,4 @@
-"""MedRG benchmarks in one command: inference, scaling, roofline (+ the speed fix's before/after), accelerator mode.
+"""MedRG benchmarks in one command: inference, scaling, roofline, accelerator mode.
 
     python benchmarks/run_all.py [--model DIR] [--small DIR] [--quick] [--dry-run] [--out benchmarks/results]
                                  [--device cuda --dtype bf16 --peak-tflops N] [--sections inference,scaling,...]

@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_scores import DATA, RESULTS, ece, score_hit_pairs  # noqa: E402
+from reading_reports import synthcxr_test_set  # noqa: E402
 
 
 def auroc(scores, hits) -> float | None:
@@ -56,13 +57,7 @@ def main() -> None:
         )
         sets[f"ChestX-ray8 val, {writer} reports"] = list(data["validation"])
     size = processor.image_processor.image_size
-    synth = medrg.load_grounding_dataset(
-        "synthcxr",
-        examples_per_split={"train": 3000, "validation": 50, "test": args.synthcxr_examples},
-        image_size=size,
-        seed=0,
-        progress=False,
-    )
+    synth = synthcxr_test_set(size, args.synthcxr_examples)
     sets[f"SynthCXR test ({size} px)"] = list(synth["test"])
     a, b = processor.score_calibration
     rows = []

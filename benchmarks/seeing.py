@@ -6,7 +6,7 @@ Rows, for the GPT reports and the LLaMA reports (a writer the default's recipe n
 finding, report-guided: the text-only prior (mean training box of label + side/zone words); the previous default
 (a tiny CNN from scratch at 128 px); the model; the model with each report on ANOTHER patient's image (val images
 rotated by half the split; the boxes stay the report's own); the model without the text box (the decoder's first
-box replaced by the mean training box: only the image can move it). Also: of the labels that name one side, how
+box replaced by the mean training box, no prior box from the processor either: only the image can move it). Also: of the labels that name one side, how
 many boxes have their centre on that side of the patient (the patient's right is the image's left).
 
 Writes benchmarks/results/seeing_<name>.json and .md.
@@ -98,12 +98,14 @@ def run_writer(writer: str, model, processor, previous, args) -> tuple[list[dict
     rows.append(evaluate_rows((model, processor), val, train, args.name, writer))
     rows.append(evaluate_rows((model, processor), shuffled_rows(val), train, f"{args.name}, another patient's image", writer))  # fmt: skip
     handle = without_text_box(model, mean_train_box(train))
+    prior, processor.prior = processor.prior, type(processor.prior)()  # no reference boxes either
     try:
         rows.append(
             evaluate_rows((model, processor), val, train, f"{args.name}, without the text box", writer)
         )
     finally:
         handle.remove()
+        processor.prior = prior
     sides = side_check(predict_groundings(model, processor, val, batch_size=16), val)
     return rows, sides
 

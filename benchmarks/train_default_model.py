@@ -4,6 +4,10 @@ weights + config + processor + metrics.json + RECIPE.md + an example image into 
 
     python benchmarks/train_default_model.py                      # train (~20-30 min on 2 CPU cores) + install
     python benchmarks/train_default_model.py --trained runs/default_model/final   # install a trained folder
+    python benchmarks/train_default_model.py --trained runs/default_v2/final      # the recipes/default_model.py run
+
+A `train_summary.json` beside the trained folder gives the training time (and, from `recipes/default_model.py`,
+what the model card says of the training).
 """
 
 from __future__ import annotations
@@ -78,8 +82,9 @@ def main() -> None:
         trained = train(config)["export_dir"]
         train_seconds = round(time.perf_counter() - started, 1)
     summary_file = Path(trained).parent / "train_summary.json"
-    if train_seconds is None and summary_file.is_file():
-        train_seconds = round(json.loads(summary_file.read_text())["train_seconds"], 1)
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    if train_seconds is None and summary.get("train_seconds") is not None:
+        train_seconds = round(summary["train_seconds"] + (summary.get("cache_seconds") or 0), 1)
     synth_options = config.data.sources[0].options
     datasets = {
         "synthcxr_test": (medrg.load_grounding_dataset("synthcxr", **synth_options), "test"),
@@ -94,6 +99,8 @@ def main() -> None:
         },
     }
     metrics: dict = {"config": "configs/default_model.yaml", "train_seconds": train_seconds}
+    if "card" in summary:  # trained by recipes/default_model.py: what the card says of its training
+        metrics["config"], metrics["training"] = "recipes/default_model.py", summary["card"]
     # the installed model code must load the trained weights without missing or unexpected keys (else the
     # default model is stale, e.g. after a change of the box decoder: retrain it with this script)
     _, info = medrg.MedRGForReportGrounding.from_pretrained(trained, output_loading_info=True)

@@ -330,10 +330,16 @@ def render_default_model_card(folder: str | Path) -> str:
         else None,
         "weights": f"{megabytes:.1f} MB" if megabytes else None,
     }
+    recorded = metrics.get("training") or {}  # written by the recipe that trained the model
+    training.update({key: value for key, value in recorded.items() if value})
+    if "EfficientNet" in str(recorded.get("initialisation", "")):
+        made = "with a frozen ImageNet EfficientNet-Lite0 that sees the X-ray at 512 px, trained on CPU"
+    else:
+        made = "trained from scratch on CPU"
     summary = (
-        f"A small MedRG ({megabytes:.1f} MB) trained from scratch on CPU, embedded in the `medrg` package: "
+        f"A small MedRG ({megabytes:.1f} MB) {made}, embedded in the `medrg` package: "
         '`pipeline("report-grounding")`, `medrg.hub.load_pipeline()` and `medrg ground` use it when no model is '
-        "named. A demonstration model, tiny and trained for minutes: published models report 38.38 acc@0.5 / 38.49 "
+        "named. A demonstration model, small and trained on CPU: published models report 38.38 acc@0.5 / 38.49 "
         "mIoU (uMedGround) on their own ChestX-ray8 split (the splits differ)."
     )
     guided = metrics.get("report_guided") or {}

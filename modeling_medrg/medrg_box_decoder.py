@@ -120,9 +120,7 @@ class MedRGBoxDecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """queries `(M, K, D)`, boxes `(M, K, 4)`, memory/memory_keys `(M, H*W, D)`, feature_map `(M, D, H, W)`
         or a list of them (one per level)."""
-        position = self.box_position(
-            sine_embedding(boxes, queries.shape[-1] // 2).reshape(*boxes.shape[:2], -1)
-        )
+        position = self.box_position(sine_embedding(boxes, queries.shape[-1] // 2))  # (M, K, 4 * D / 2)
         x = self.norm_self(queries) + position
         queries = queries + self.self_attn(x, x, self.norm_self(queries), need_weights=False)[0]
         x = self.norm_cross(queries) + position
@@ -233,6 +231,8 @@ class MedRGBoxDecoder(nn.Module):
         batch_index: torch.Tensor,
         positions: torch.Tensor,
         feature_grid: torch.Tensor,
+        reference_boxes: torch.Tensor | None = None,
+        reference_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
@@ -241,9 +241,15 @@ class MedRGBoxDecoder(nn.Module):
             batch_index, positions: `(M,)`, sample and sequence position of each `<BOX>`.
             feature_grid: `(B, H, W, C)`, the grounding features of each image, or a tuple of such grids (one
                 per feature level, finest first; the coarsest is the global cross-attention's memory).
+            reference_boxes: optional `(M, 4)` or `(M, S, 4)` cxcywh in [0, 1], a first box per `<BOX>` (or S of
+                them, query k taking the (k mod S)-th: one per side of a bilateral finding) known from outside the
+                model (the processor's `box_prior`: the mean training box of the phrase's finding, side and
+                zone); `reference_mask` `(M,)` says which rows have one. Where given, the layers refine it
+                instead of the decoder's own first guess (which is still returned, and trained, as the first
+                entry: it is the first box where no reference is given).
 
         Returns:
-            boxes: `(L + 1, M, K, 4)` cxcywh in [0, 1] (the first guess, then one per layer);
+            boxes: `(L + 1, M, K, 4)` cxcywh in [0, 1] (the decoder's own first guess, then one per layer);
             score_logits: `(M, K)`.
         """
         num = batch_index.shape[0]
@@ -264,6 +270,16 @@ class MedRGBoxDecoder(nn.Module):
         # "text": the first guess is what the phrase says (finding, side, zone); the image only moves it
         boxes = torch.sigmoid(self.initial_box_head(x))
         all_boxes = [boxes]
+        if reference_boxes is not None:
+            use = torch.ones(num, dtype=torch.bool, device=boxes.device)
+            if reference_mask is not None:
+                use = reference_mask.to(boxes.device).bool()
+            reference = reference_boxes.to(boxes.dtype).clamp(_EPS, 1 - _EPS)
+            if reference.dim() == 2:
+                reference = reference[:, None]
+            # S starts per <BOX> (e.g. one per side of a bilateral finding): query k starts from start k mod S
+            reference = reference[:, torch.arange(self.num_queries, device=boxes.device) % reference.shape[1]]
+            boxes = torch.where(use[:, None, None], reference, boxes)
         for layer in self.layers:
             queries, boxes = layer(queries, boxes, memory, memory_keys, feature_map)
             all_boxes.append(boxes)

@@ -113,7 +113,7 @@ def _check_finite(
     gt: torch.Tensor,
     gt_mask: torch.Tensor,
 ) -> None:
-    """One host sync per batch; raises instead of matching on NaN/inf (which used to hang the Hungarian loop)."""
+    """One host sync per batch; raises instead of matching on NaN/inf (the Hungarian matching would not end on them)."""
     real_gt = torch.where(gt_mask[..., None], gt, torch.zeros_like(gt))
     flags = torch.stack(
         (

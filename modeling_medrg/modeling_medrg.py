@@ -462,6 +462,8 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         image_sizes: torch.LongTensor | None = None,
         image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
         vision_maps: tuple[torch.Tensor, ...] | None = None,
+        reference_boxes: torch.FloatTensor | None = None,
+        reference_boxes_mask: torch.BoolTensor | None = None,
         **kwargs,
     ) -> MedRGOutput:
         r"""
@@ -485,6 +487,11 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             vision_maps: optional `encode_vision(pixel_values)` of the images (the vision tower's raw feature
                 grids), used instead of `pixel_values`: a frozen tower's features cached once per image and
                 augmentation, while the projector, LM and box decoder train on them.
+            reference_boxes (`torch.FloatTensor` of shape `(batch, findings, [starts,] 4)`): optional first box of
+                the i-th `<BOX>` of each sample (normalised cxcywh in the model frame; the processor's `box_prior`
+                reads it off the phrase; two starts for a bilateral finding, one per side, the box queries taking
+                them in turn): the box decoder refines it instead of its own first guess.
+                `reference_boxes_mask` `(batch, findings)`: which of them are given.
         """
         self._check_inputs(input_ids, inputs_embeds, target_boxes, target_boxes_mask)
         self._check_finite_pixels(pixel_values=pixel_values, grounding_pixel_values=grounding_pixel_values)
@@ -520,7 +527,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             grid = self.model.get_grounding_features(
                 pixel_values, outputs.image_features_grid, grounding_pixel_values
             )
-            score_logits = self._decode_boxes(output, outputs, attention_mask, box_positions, grid)
+            score_logits = self._decode_boxes(
+                output, outputs, attention_mask, box_positions, grid, reference_boxes, reference_boxes_mask
+            )
             if target_boxes is not None:
                 self._add_box_losses(output, score_logits, target_boxes, target_boxes_mask)
         if labels is not None:
@@ -567,20 +576,25 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         return is_box.nonzero()
 
     def _decode_boxes(
-        self, output: MedRGOutput, outputs, attention_mask, box_positions, grid
+        self,
+        output: MedRGOutput,
+        outputs,
+        attention_mask,
+        box_positions,
+        grid,
+        reference_boxes=None,
+        reference_boxes_mask=None,
     ) -> torch.Tensor:
         """Fill the box fields of `output` from the LM's last hidden state at every `<BOX>`; returns the
         confidence logits `(M, K)`."""
         last_hidden = outputs.hidden_states[-1]
         batch_index, positions = box_positions[:, 0], box_positions[:, 1]
-        if box_positions.shape[0] > 0:
-            all_boxes, score_logits = self.box_decoder(
-                last_hidden, outputs.inputs_embeds, attention_mask, batch_index, positions, grid
-            )
-        else:  # no <BOX> in the batch: empty predictions (the losses are zero)
-            k, layers = self.config.num_box_queries, self.config.box_decoder_layers + 1
-            all_boxes = last_hidden.new_zeros(layers, 0, k, 4)
-            score_logits = last_hidden.new_zeros(0, k)
+        # run on every batch, also one without a <BOX> (empty predictions): a sharded decoder (FSDP) needs its
+        # forward on every process
+        references = self._box_references(batch_index, reference_boxes, reference_boxes_mask)
+        all_boxes, score_logits = self.box_decoder(
+            last_hidden, outputs.inputs_embeds, attention_mask, batch_index, positions, grid, *references
+        )
         output.pred_boxes = all_boxes[-1]
         output.pred_scores = score_logits.sigmoid()
         output.box_batch_index = batch_index
@@ -588,13 +602,42 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         output.intermediate_boxes = all_boxes
         return score_logits
 
+    @staticmethod
+    def _box_references(batch_index: torch.Tensor, reference_boxes, reference_boxes_mask) -> tuple:
+        """`(M, [S,] 4)` reference box(es) and `(M,)` mask of each `<BOX>` (the i-th `<BOX>` of a sample takes
+        `reference_boxes[sample, i]`; none past the given ones), or `(None, None)` without references."""
+        if reference_boxes is None:
+            return None, None
+        if reference_boxes.dim() not in (3, 4) or reference_boxes.shape[-1] != 4:
+            raise ValueError(
+                "reference_boxes must be (batch, findings, 4) or (batch, findings, starts, 4) cxcywh, got "
+                f"{tuple(reference_boxes.shape)}"
+            )
+        if not bool(torch.isfinite(reference_boxes).all()):
+            raise ValueError("reference_boxes has a NaN or infinite coordinate")
+        given = reference_boxes.shape[1]
+        mask = (
+            torch.ones(reference_boxes.shape[:2], dtype=torch.bool, device=reference_boxes.device)
+            if reference_boxes_mask is None
+            else reference_boxes_mask.bool()
+        )
+        batch_index = batch_index.to(reference_boxes.device)
+        # rank of each <BOX> within its sample (box positions come sorted by sample, then position)
+        first = torch.searchsorted(batch_index, batch_index, right=False)
+        rank = torch.arange(batch_index.shape[0], device=batch_index.device) - first
+        inside = rank < given
+        rank = rank.clamp(max=max(given - 1, 0))
+        if given == 0:
+            return reference_boxes.new_zeros(batch_index.shape[0], *reference_boxes.shape[2:]), inside
+        return reference_boxes[batch_index, rank], mask[batch_index, rank] & inside
+
     def _add_box_losses(self, output: MedRGOutput, score_logits, target_boxes, target_boxes_mask) -> None:
         """Matched box losses (see [`medrg_loss.box_losses`]) into `output`."""
         if output.pred_boxes.shape[0] == 0:
-            # findings without a <BOX> are still an error; otherwise a zero loss that keeps every decoder
-            # parameter in the graph (DDP needs a gradient for each)
+            # findings without a <BOX> are still an error; otherwise a zero loss through the decoder's (empty)
+            # forward, which keeps every decoder parameter in the graph (DDP needs a gradient for each)
             check_box_counts(output.box_batch_index, target_boxes_mask)
-            zero = sum(p.sum() for p in self.box_decoder.parameters()) * 0.0
+            zero = (output.intermediate_boxes.sum() + score_logits.sum()) * 0.0
             output.box_l1_loss = output.box_giou_loss = output.box_confidence_loss = zero
             return
         output.box_l1_loss, output.box_giou_loss, output.box_confidence_loss = box_losses(
@@ -633,6 +676,8 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         max_new_tokens: int = 64,
         grounding_pixel_values: torch.FloatTensor | None = None,
+        reference_boxes: torch.FloatTensor | None = None,
+        reference_boxes_mask: torch.BoolTensor | None = None,
         **generate_kwargs,
     ) -> MedRGGroundingOutput:
         """Greedy-generate the answer (phrases with `<BOX>`), then ground every generated `<BOX>`.
@@ -651,6 +696,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         forces (the rest of a phrase, its `<BOX>`, a separator) is fed to the LM in one multi-token forward on
         the KV cache instead of one forward per token; the LM's logits are read only where the guide leaves a
         choice. The answer and the boxes are those of token-by-token greedy generation under the same guide.
+        `reference_boxes` `(B, N, 4)` (and `reference_boxes_mask` `(B, N)`): optional first boxes of the n-th
+        generated `<BOX>` of each sample (see `forward`), e.g. from the processor for the phrases of a guide that
+        keeps the report's order.
         Returns padded tensors (see [`MedRGGroundingOutput`]): `pred_boxes` `(B, N, K, 4)`,
         `pred_scores` `(B, N, K)`, `box_mask` `(B, N)`, `box_token_positions` `(B, N)` and `finished` `(B,)`
         (False: cut off by `max_new_tokens`).
@@ -687,6 +735,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         generated_mask = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long() == 0).long()
         full_mask = torch.cat((attention_mask.long(), generated_mask), dim=1)
         outputs = None
+        references = (reference_boxes, reference_boxes_mask)
         if guide is not None:
             outputs = self._decode_generated_boxes(
                 sequences,
@@ -696,6 +745,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
                 pixel_values,
                 grounding_pixel_values,
                 image_features,
+                references,
             )
         elif one_pass:
             outputs = self._ground_from_generation(
@@ -706,10 +756,11 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
                 pixel_values,
                 grounding_pixel_values,
                 image_features,
+                references,
             )
         if outputs is None:
             outputs = self._ground_teacher_forced(
-                sequences, pixel_values, full_mask, grounding_pixel_values, image_features
+                sequences, pixel_values, full_mask, grounding_pixel_values, image_features, references
             )
         boxes, scores, box_mask, positions = self._pad_generated_boxes(
             outputs, sequences.shape[0], prompt_length, device=sequences.device
@@ -769,6 +820,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         pixel_values: torch.Tensor,
         grounding_pixel_values: torch.Tensor | None,
         image_features: tuple[torch.Tensor, torch.Tensor],
+        references: tuple = (None, None),
     ) -> MedRGOutput | None:
         """Boxes of the generated `<BOX>` from the generation's own hidden states (see `generate_grounding`);
         None when the generation output does not allow it (the caller then runs the teacher-forced pass).
@@ -801,6 +853,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             pixel_values,
             grounding_pixel_values,
             image_features,
+            references,
         )
 
     def _decode_generated_boxes(
@@ -812,6 +865,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         pixel_values: torch.Tensor,
         grounding_pixel_values: torch.Tensor | None,
         image_features: tuple[torch.Tensor, torch.Tensor],
+        references: tuple = (None, None),
     ) -> MedRGOutput:
         """Boxes of every generated `<BOX>` (attended in `attention_mask`, the mask of prompt + answer) from
         `states` `(batch, n, hidden)`: the LM's last-layer states of the first n generated tokens (at least up
@@ -837,6 +891,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             attention_mask,
             box_positions,
             grid,
+            *references,
         )
         return output
 
@@ -1046,6 +1101,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor,
         grounding_pixel_values: torch.FloatTensor | None = None,
         image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
+        references: tuple = (None, None),
     ) -> MedRGOutput:
         """The reference grounding: one teacher-forced pass over prompt + answer `sequences` (as in training) with
         `attention_mask` of the whole sequence (0 after EOS); boxes of every attended `<BOX>`. Costs a second
@@ -1058,6 +1114,8 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             use_cache=False,
             logits_to_keep=1,
             image_features=image_features,
+            reference_boxes=references[0],
+            reference_boxes_mask=references[1],
         )
 
     def _is_eos(self, generated: torch.Tensor) -> torch.Tensor:

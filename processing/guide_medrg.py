@@ -11,7 +11,8 @@ report allows:
 - a report that states no finding (a normal report, or one that only denies findings) can only get the
   no-finding answer, so it never gets a box.
 
-The language model still chooses the order of the phrases, and the hidden state at each `<BOX>` (which has read
+The language model chooses the order of the phrases (unless the guide keeps the given order, `in_order`: then the
+n-th `<BOX>` is the n-th phrase, which lets a reference box per phrase reach the box decoder), and the hidden state at each `<BOX>` (which has read
 the image, the whole report and the phrase) conditions the box decoder exactly as without the guide. Where the
 guide leaves one token only (the rest of a phrase once its first token is chosen, its `<BOX>`, the separator, the
 end), `forced_tokens` names the whole forced run, so that `generate_grounding` feeds it to the LM in one forward
@@ -71,7 +72,8 @@ class ReportGuide(LogitsProcessor):
         if done == 0:
             if not option["first"]:
                 return [[*option["none"], self.eos_token_id]]
-            return [[*ids, self.box_token_id] for ids in option["first"]]
+            first = option["first"][:1] if option.get("in_order") else option["first"]
+            return [[*ids, self.box_token_id] for ids in first]
         pieces, current = [], []
         for token in generated:
             if token == self.box_token_id:
@@ -85,6 +87,8 @@ class ReportGuide(LogitsProcessor):
             for k, (first, later) in enumerate(zip(option["first"], option["next"]))
             if tuple(first) not in used and tuple(later) not in used
         ]
+        if option.get("in_order"):
+            remaining = remaining[:1]  # the phrases in the given order
         out = [[*option["next"][k], self.box_token_id] for k in remaining]
         if not remaining or not self.require_all:
             out.append([*option["end"], self.eos_token_id])

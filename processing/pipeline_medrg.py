@@ -417,11 +417,16 @@ class ReportGroundingPipeline(Pipeline):
     def _forward(self, model_inputs, max_new_tokens: int | None = None):
         input_ids = model_inputs["input_ids"]
         generate_kwargs = {}
+        references = {}
         if "report_phrases" in model_inputs:
-            guide = self.processor.report_guide(
-                _phrase_lists(model_inputs["report_phrases"], input_ids.shape[0]), input_ids.shape[1]
-            )
+            phrase_lists = _phrase_lists(model_inputs["report_phrases"], input_ids.shape[0])
+            guide = self.processor.report_guide(phrase_lists, input_ids.shape[1])
             generate_kwargs["logits_processor"] = [guide]
+            if guide.options and guide.options[0].get("in_order"):
+                # the n-th <BOX> names the n-th phrase: its prior box is the box decoder's first box
+                references = self.processor.reference_boxes(
+                    [self.processor.guide_phrases(p) for p in phrase_lists], model_inputs["image_sizes"]
+                )
             if max_new_tokens is None:
                 max_new_tokens = max(DEFAULT_MAX_NEW_TOKENS, guide.min_new_tokens())
         if max_new_tokens is None:
@@ -438,6 +443,7 @@ class ReportGroundingPipeline(Pipeline):
                 pixel_values=model_inputs["pixel_values"],
                 attention_mask=model_inputs["attention_mask"],
                 max_new_tokens=max_new_tokens,
+                **references,
                 **generate_kwargs,
             )
         finally:

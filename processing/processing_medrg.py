@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import BatchFeature, ProcessorMixin
 from transformers.image_transforms import center_to_corners_format, corners_to_center_format
 
+from .box_prior_medrg import BoxPrior
 from .guide_medrg import ReportGuide
 from .image_processing_medrg import LetterboxGeometry, MedRGImageProcessor
 from .prompting_medrg import (
@@ -51,6 +52,9 @@ class MedRGProcessor(ProcessorMixin):
         score_calibration (`[a, b]`): Platt scaling of the box confidences in `post_process_grounding`:
             `sigmoid(a * logit(score) + b)` (default `[1.0, 0.0]`: the model's scores as they are). Fitted on held-out
             data by `benchmarks/calibrate_scores.py`, so that a score of 0.7 means a 70% chance of IoU >= 0.5.
+        box_prior (`dict`): optional `box_prior_medrg.BoxPrior.to_dict()`: the mean training box of each finding,
+            side and zone, read off a phrase. With it, training inputs and report-guided decoding carry
+            `reference_boxes` (the box decoder's first box, which the image then moves).
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class MedRGProcessor(ProcessorMixin):
         add_bos_token: bool = True,
         score_calibration=(1.0, 0.0),
         vocabulary: dict | None = None,
+        box_prior: dict | None = None,
         chat_template=None,
     ):
         self.num_image_tokens = int(num_image_tokens)
@@ -80,6 +85,8 @@ class MedRGProcessor(ProcessorMixin):
         finding_vocabulary = FindingVocabulary(vocabulary)
         self.vocabulary = finding_vocabulary.to_dict()
         self.reader = ReportReader(finding_vocabulary)
+        self.prior = BoxPrior.from_dict(box_prior)
+        self.box_prior = self.prior.to_dict() if self.prior else None
         for name in ("num_image_tokens", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MedRGProcessor.{name} must be >= 1, got {getattr(self, name)}")
@@ -238,22 +245,27 @@ class MedRGProcessor(ProcessorMixin):
         return key
 
     def report_guide(
-        self, phrases: list[list[str]], prompt_length: int, require_all: bool = True
+        self,
+        phrases: list[list[str]],
+        prompt_length: int,
+        require_all: bool = True,
+        in_order: bool | None = None,
     ) -> ReportGuide:
         """A [`ReportGuide`] (a `LogitsProcessor` for `model.generate_grounding(..., logits_processor=[guide])`)
         that lets sample i's answer name only `phrases[i]` (from `report_phrases`), each once, every one of them
-        when `require_all`, and gives the no-finding answer when `phrases[i]` is empty."""
+        when `require_all`, and gives the no-finding answer when `phrases[i]` is empty. `in_order` (default: True
+        when the processor has a `box_prior`): the phrases come in the given order, so that the n-th `<BOX>` is
+        `phrases[i][n]` and takes `reference_boxes(phrases, ...)[n]`."""
+        if in_order is None:
+            in_order = bool(self.prior)
         # the pieces of `answer_text` between the <BOX> tokens, encoded as `_answer_ids` encodes them
         end, none = self._encode_pieces([ANSWER_END, " " + self.no_finding_answer])
         options = []
         for sample_phrases in phrases:
-            clean = [
-                sanitize_text(p, [self.image_token, self.box_token]).strip(PHRASE_STRIP)
-                for p in sample_phrases
-            ]
-            clean = [p for p in dict.fromkeys(clean) if p]
+            clean = self.guide_phrases(sample_phrases)
             options.append(
                 {
+                    "in_order": bool(in_order),
                     "first": self._encode_pieces([" " + p for p in clean]),
                     "next": self._encode_pieces([f"{PHRASE_SEPARATOR} {p}" for p in clean]),
                     "end": end,
@@ -263,6 +275,41 @@ class MedRGProcessor(ProcessorMixin):
         return ReportGuide(
             options, prompt_length, self.box_token_id, self.tokenizer.eos_token_id, require_all=require_all
         )
+
+    def guide_phrases(self, phrases: list[str]) -> list[str]:
+        """The phrases as the guide asks for them (cleaned, each once): the n-th `<BOX>` of an in-order guided
+        answer names the n-th of these."""
+        clean = [sanitize_text(p, [self.image_token, self.box_token]).strip(PHRASE_STRIP) for p in phrases]
+        return [p for p in dict.fromkeys(clean) if p]
+
+    def reference_boxes(self, phrases: list[list[str]], image_sizes) -> dict:
+        """Per sample the `box_prior` boxes of each phrase, in the model frame: `reference_boxes` `(B, N, 2, 4)`
+        normalised cxcywh (two starts per phrase: one per side for a bilateral finding, else the same box twice) and `reference_boxes_mask` `(B, N)` (False where the prior knows no box for a phrase,
+        or past a sample's phrases). `image_sizes`: `(B, 2)` original (height, width). Empty dict without a
+        `box_prior`."""
+        if not self.prior:
+            return {}
+        sizes = torch.as_tensor(image_sizes).reshape(-1, 2).tolist()
+        if len(sizes) != len(phrases):
+            raise ValueError(f"Got {len(sizes)} image sizes for {len(phrases)} phrase lists")
+        width = max([len(p) for p in phrases] + [1])
+        boxes = torch.full((len(phrases), width, 2, 4), 0.5)
+        mask = torch.zeros((len(phrases), width), dtype=torch.bool)
+        for row, ((height, image_width), sample) in enumerate(zip(sizes, phrases)):
+            geometry = self.image_processor.letterbox_geometry(height, image_width)
+            scale = torch.tensor([image_width, height, image_width, height], dtype=torch.float32)
+            for n, phrase in enumerate(sample):
+                starts = self.prior.starts(phrase, self.reader)
+                if starts is None:
+                    continue
+                centre = torch.tensor(starts, dtype=torch.float32)
+                corners = torch.cat(
+                    (centre[:, :2] - centre[:, 2:] / 2, centre[:, :2] + centre[:, 2:] / 2), -1
+                )
+                model_corners = geometry.image_to_model(corners * scale).clamp(0, 1)
+                boxes[row, n] = corners_to_center_format(model_corners)
+                mask[row, n] = True
+        return {"reference_boxes": boxes, "reference_boxes_mask": mask}
 
     # ----- targets -----
     @staticmethod
@@ -389,6 +436,8 @@ class MedRGProcessor(ProcessorMixin):
         data.update(image_inputs)
         if findings is not None:
             data.update(self._pad_targets(target_rows))
+            phrases = [[f["phrase"] for f in (findings_list[i] or [])] for i in range(len(reports))]
+            data.update(self.reference_boxes(phrases, image_inputs["image_sizes"]))
         if return_report_truncated:
             data["report_truncated"] = torch.tensor(truncated, dtype=torch.bool)
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -470,6 +519,37 @@ class MedRGProcessor(ProcessorMixin):
                 break
         return kept
 
+    @classmethod
+    def _select_per_side(cls, pixels, scores, width, threshold, keep_top_box, nms_iou, top_k) -> list[int]:
+        """`_select_boxes` on each half of the image (a bilateral finding gets its boxes on both sides), the
+        better side's first."""
+        centre = (pixels[:, 0] + pixels[:, 2]) / 2
+        kept = []
+        for half in (centre < width / 2, centre >= width / 2):
+            index = half.nonzero().flatten()
+            if len(index):
+                chosen = cls._select_boxes(
+                    pixels[index], scores[index], threshold, keep_top_box, nms_iou, top_k
+                )
+                kept.append(index[chosen].tolist())
+        kept.sort(key=lambda k: -float(scores[k[0]]) if k else 0.0)
+        return [k for side in kept for k in side]
+
+    def on_named_side(self, boxes: torch.Tensor, phrase: str, width: float) -> torch.Tensor:
+        """`boxes` `(K, 4)` xyxy in an image `width` pixels wide, each mirrored across the image's vertical midline
+        where `phrase` names one side of the patient ("left pleural effusion") and the box's centre lies on the
+        other half (the patient's right is the image's left half): a finding the report puts on one side is boxed
+        on that side."""
+        side = BoxPrior.side(self.prior, phrase, self.reader)
+        if side not in ("right", "left"):
+            return boxes
+        centre = (boxes[:, 0] + boxes[:, 2]) / 2
+        wrong = centre > width / 2 if side == "right" else centre < width / 2
+        if not bool(wrong.any()):
+            return boxes
+        mirrored = torch.stack((width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]), dim=-1)
+        return torch.where(wrong[:, None], mirrored, boxes)
+
     def post_process_grounding(
         self,
         outputs,
@@ -496,7 +576,9 @@ class MedRGProcessor(ProcessorMixin):
             float `(n, 4)` xyxy in the pixels of that image, `finished` (False when the answer was cut off by
             `max_new_tokens`: then an empty or short result does not mean "no finding"). Each phrase is the
             generated text before its `<BOX>`; boxes with no extent inside the image are dropped; ordered by
-            phrase, then by score.
+            phrase, then by score. Sides: a box of a phrase naming one side of the patient is mirrored onto that
+            side where its centre lies on the other half (`on_named_side`); a bilateral phrase keeps its boxes per
+            half of the image (`top_k` boxes on each side).
         """
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer (boxes per phrase) or None, got {top_k!r}")
@@ -522,9 +604,14 @@ class MedRGProcessor(ProcessorMixin):
             pixels = geometry.model_to_image(corners[sample])  # (N, K, 4)
             kept_scores, labels, kept_boxes = [], [], []
             for phrase, slot in zip(phrases, slots):
+                pixels[slot] = self.on_named_side(pixels[slot], phrase, width)
                 kept = self._select_boxes(
                     pixels[slot], scores[sample, slot], threshold, keep_top_box, nms_iou, top_k
                 )
+                if BoxPrior.side(self.prior, phrase, self.reader) == "bilateral":
+                    kept = self._select_per_side(
+                        pixels[slot], scores[sample, slot], width, threshold, keep_top_box, nms_iou, top_k
+                    )
                 kept_scores.append(scores[sample, slot, kept])
                 kept_boxes.append(pixels[slot, kept])
                 labels += [phrase] * len(kept)

@@ -652,8 +652,12 @@ class ReadResult:
         return [f.label for f in self.stated]
 
 
-def _zone(text: str) -> str:
+def zone_of(text: str) -> str:
+    """The lung zone a lower-case text names ("upper", "mid", "hilar", "lower") or ""."""
     return next((zone for pattern, zone in _ZONES if pattern.search(text)), "")
+
+
+_zone = zone_of
 
 
 def _modifier(word: str) -> bool:

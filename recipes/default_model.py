@@ -7,6 +7,7 @@ Steps (from the repository root, CPU; each step resumes where it stopped):
     python recipes/default_model.py assemble   # runs/default_v2/init: Lite0 + the LM/tokenizer of the start model
     python recipes/default_model.py cache      # runs/default_v2/cache: frozen Lite0 features per image x augmentation
     python recipes/default_model.py train      # runs/default_v2/final (checkpoints every 250 steps; resumable)
+    python recipes/default_model.py summary    # rewrite runs/default_v2/train_summary.json from the checkpoint
 
 The LM, its tokenizer and the phrase read-out start from `--start` (default `runs/previous_default`: the previous
 embedded default, trained from scratch by `medrg train --config configs/default_model.yaml`). Data: the ChestX-ray8
@@ -14,10 +15,11 @@ train part (../shared/data/chestxray8) with the template and the GPT reports (th
 scoring on them measures a writer the model never saw) + SynthCXR train examples (drawn at 256 px) for the
 language of negations and normal reports. Then measure and install with `benchmarks/train_default_model.py`.
 
-Status: a 700-step run (about 5 min of training on the cached features, 8 min of caching) is measured in
-`benchmarks/results/seeing_default_v2.md` (`python benchmarks/seeing.py --model runs/default_v2/final --name
-default_v2 --previous runs/previous_default`): the image moves its boxes (another patient's image costs 0.12-0.13
-acc@0.5) but they are not yet better than the text prior, so it is not the embedded default.
+The box decoder starts from the phrase's box prior (the mean ChestX-ray8 training box of its finding, side and
+zone; fitted here from the training phrases and saved in the processor) and the image moves it. This recipe (1500
+steps) gives the embedded default: `medrg/default_model/RECIPE.md` has its times and
+`benchmarks/results/seeing_default.md` its ablation table (`python benchmarks/seeing.py --model default
+--previous runs/previous_default`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class Recipe:
     warmup: int = 100
     save_every: int = 250
     seed: int = 0
+    synthcxr_fraction: float = 0.15  # share of each batch drawn from SynthCXR rows
+    reference_dropout: float = 0.1  # share of findings trained without the prior box (the text box starts)
 
 
 # ----- assemble -----
@@ -204,16 +208,54 @@ def build_cache(recipe: Recipe, init: Path, out: Path) -> None:
         examples.append({
             "input_ids": batch["input_ids"][0][mask], "labels": batch["labels"][0][mask],
             "boxes": [np.asarray(f["boxes"], dtype=np.float32).reshape(-1, 4) for f in findings], "size": size,
+            "phrases": [f["phrase"] for f in findings], "categories": [f.get("category") for f in row["findings"] or []],
             "maps": [index_of[(row["image_key"], a)] for a in range(len(augs[row["image_key"]]))],
             "augs": augs[row["image_key"]], "source": row["image_key"].split("/")[0],
         })  # fmt: skip
     torch.save({"maps": [torch.stack(m) for m in maps], "examples": examples}, out / "cache.pt")
+    seconds = round(time.perf_counter() - started, 1)
+    (out / "cache_summary.json").write_text(json.dumps({"seconds": seconds, "features": len(maps[0])}) + "\n")
     print(f"cached {len(maps[0])} image x augmentation features, {len(examples)} rows, "
           f"{time.perf_counter() - started:.0f} s")  # fmt: skip
 
 
 # ----- train -----
-def make_batch(cache: dict, picks: list[int], rng: random.Random, pad_id: int) -> dict:
+def fit_prior(cache: dict, reader):
+    """The box prior (mean box per finding, side and zone of a phrase) of the ChestX-ray8 training findings."""
+    from medrg.processing.box_prior_medrg import BoxPrior
+
+    pairs = [
+        (phrase, (boxes / example["size"]).tolist())
+        for example in cache["examples"]
+        if example["source"] == "cxr8"
+        for phrase, boxes in zip(example["phrases"], example["boxes"])
+    ]
+    return BoxPrior.fit(pairs, reader)
+
+
+def add_references(cache: dict, prior, reader) -> None:
+    """Each example's two prior start boxes per finding (normalised cxcywh; None where the prior has none)."""
+    for example in cache["examples"]:
+        example["references"] = [prior.starts(phrase, reader) for phrase in example["phrases"]]
+
+
+def pick_rows(cache: dict, rng: random.Random, recipe: Recipe) -> list[int]:
+    """A batch of row indices, `synthcxr_fraction` of them SynthCXR rows."""
+    if "by_source" not in cache:
+        cache["by_source"] = {}
+        for index, example in enumerate(cache["examples"]):
+            cache["by_source"].setdefault(example["source"], []).append(index)
+    synth = sum(rng.random() < recipe.synthcxr_fraction for _ in range(recipe.batch_size))
+    synth = min(synth, len(cache["by_source"].get("synth", [])))
+    real = cache["by_source"]["cxr8"]
+    return rng.sample(real, recipe.batch_size - synth) + rng.sample(
+        cache["by_source"].get("synth", []), synth
+    )
+
+
+def make_batch(
+    cache: dict, picks: list[int], rng: random.Random, pad_id: int, reference_dropout: float = 0.0
+) -> dict:
     examples = [cache["examples"][i] for i in picks]
     length = max(len(e["input_ids"]) for e in examples)
     ids = torch.full((len(picks), length), pad_id, dtype=torch.long)
@@ -242,10 +284,20 @@ def make_batch(cache: dict, picks: list[int], rng: random.Random, pad_id: int) -
             )
             target_boxes[row, j, : len(b)], target_mask[row, j, : len(b)] = cxcywh, True
     grids = [level[chosen].float().permute(0, 1, 2, 3) for level in cache["maps"]]
-    return {
+    batch = {
         "input_ids": ids, "attention_mask": mask, "labels": labels, "target_boxes": target_boxes,
         "target_boxes_mask": target_mask, "vision_maps": (grids[-1], *grids),
     }  # fmt: skip
+    if all("references" in e for e in examples):
+        # the prior box is the report's, not the augmented image's: the image has to move it
+        references = torch.full((len(picks), findings, 2, 4), 0.5)
+        given = torch.zeros((len(picks), findings), dtype=torch.bool)
+        for row, example in enumerate(examples):
+            for j, box in enumerate(example["references"]):
+                if box is not None and rng.random() >= reference_dropout:
+                    references[row, j], given[row, j] = torch.tensor(box), True
+        batch["reference_boxes"], batch["reference_boxes_mask"] = references, given
+    return batch
 
 
 def lr_factor(step: int, recipe: Recipe) -> float:
@@ -261,6 +313,12 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
     torch.manual_seed(recipe.seed)
     cache = torch.load(cache_dir / "cache.pt", weights_only=False)
     processor = MedRGProcessor.from_pretrained(str(init))
+    prior = fit_prior(cache, processor.reader)
+    processor.prior, processor.box_prior = prior, prior.to_dict()
+    add_references(cache, prior, processor.reader)
+    print(f"box prior: {len(prior.cells)} cells; findings with a prior box: "
+          f"{sum(r is not None for e in cache['examples'] for r in e['references'])}/"
+          f"{sum(len(e['references']) for e in cache['examples'])}", flush=True)  # fmt: skip
     checkpoint = out / "checkpoint.pt"
     model = MedRGForReportGrounding.from_pretrained(str(init))
     model.model.vision_tower.requires_grad_(False).eval()
@@ -278,6 +336,7 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
         optimizer.load_state_dict(state["optimizer"])
         step, log = state["step"], state["log"]
         print(f"resumed at step {step}")
+    before = state.get("seconds", 0.0) if checkpoint.is_file() else 0.0
     rng = random.Random(recipe.seed * 1000 + step)
     pad_id = processor.tokenizer.pad_token_id
     started = time.perf_counter()
@@ -286,7 +345,7 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
     while step < recipe.steps:
         for group, base in zip(optimizer.param_groups, bases):
             group["lr"] = base * lr_factor(step, recipe)
-        batch = make_batch(cache, rng.sample(range(len(cache["examples"])), recipe.batch_size), rng, pad_id)
+        batch = make_batch(cache, pick_rows(cache, rng, recipe), rng, pad_id, recipe.reference_dropout)
         output = model(**batch)
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
@@ -294,31 +353,56 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
         optimizer.step()
         step += 1
         if step % 25 == 0:
-            parts = {k: round(float(getattr(output, k)), 4) for k in ("loss", "lm_loss", "box_l1_loss", "box_giou_loss", "box_confidence_loss")}  # fmt: skip
-            log.append({"step": step, **parts, "seconds": round(time.perf_counter() - started, 1)})
+            parts = {k: round(float(getattr(output, k).detach()), 4) for k in ("loss", "lm_loss", "box_l1_loss", "box_giou_loss", "box_confidence_loss")}  # fmt: skip
+            log.append({"step": step, **parts, "seconds": round(before + time.perf_counter() - started, 1)})
             print(json.dumps(log[-1]), flush=True)
         if step % recipe.save_every == 0 or step == recipe.steps:
             trainable = {
                 k: v for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")
             }
-            torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "step": step, "log": log},
-                       checkpoint.with_suffix(".tmp"))  # fmt: skip
+            seconds = before + time.perf_counter() - started
+            torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "step": step, "log": log,
+                        "seconds": seconds}, checkpoint.with_suffix(".tmp"))  # fmt: skip
             checkpoint.with_suffix(".tmp").replace(checkpoint)
     model.eval()
     final = out / "final"
     model.save_pretrained(final)
     processor.save_pretrained(final)
-    (out / "train_summary.json").write_text(
-        json.dumps({"recipe": recipe.__dict__, "log": log}, indent=1) + "\n"
-    )
+    write_summary(recipe, cache_dir, out, before + time.perf_counter() - started, log)
     print(f"saved {final}")
+
+
+def write_summary(recipe: Recipe, cache_dir: Path, out: Path, train_seconds: float, log: list) -> None:
+    """`train_summary.json`: the recipe, the measured times and what the model card says of the training."""
+    cache_file = cache_dir / "cache_summary.json"
+    cache_seconds = json.loads(cache_file.read_text())["seconds"] if cache_file.is_file() else None
+    train_seconds = round(train_seconds, 1)
+    summary = {
+        "recipe": recipe.__dict__,
+        "train_seconds": train_seconds,
+        "cache_seconds": cache_seconds,
+        # what the model card says of this training (benchmarks/train_default_model.py copies it into metrics.json)
+        "card": {
+            "recipe": "`RECIPE.md` (`recipes/default_model.py`)",
+            "data": "the ChestX-ray8 train part (599 images; template and GPT-written reports; each image in "
+            f"{recipe.augmentations} zoom/shift/intensity variants) + {recipe.synthcxr_examples} SynthCXR images "
+            f"({100 * recipe.synthcxr_fraction:.0f} % of each batch); the LLaMA-written reports never",
+            "initialisation": "ImageNet EfficientNet-Lite0 (frozen, 512 px); LM, tokenizer and phrase read-out from "
+            "the previous default (trained from scratch with configs/default_model.yaml); box decoder from scratch",
+            "training time": f"{recipe.steps} steps of batch {recipe.batch_size} in {train_seconds:.0f} s"
+            + (f" + {cache_seconds:.0f} s of feature caching" if cache_seconds else "")
+            + " on 2 shared CPU cores",
+        },
+        "log": log,
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=("assemble", "cache", "train"))
+    parser.add_argument("step", choices=("assemble", "cache", "train", "summary"))
     parser.add_argument("--start", default=str(ROOT / "runs" / "previous_default"))
     parser.add_argument("--run", default=str(RUN))
     parser.add_argument("--steps", type=int, default=Recipe.steps)
@@ -330,8 +414,12 @@ def main() -> None:
         assemble(Path(args.start), run / "init")
     elif args.step == "cache":
         build_cache(recipe, run / "init", run / "cache")
-    else:
+    elif args.step == "train":
         train(recipe, run / "init", run / "cache", run)
+    else:  # rewrite train_summary.json from the last checkpoint
+        state = torch.load(run / "checkpoint.pt", weights_only=False)
+        seconds = state.get("seconds", state["log"][-1]["seconds"])
+        write_summary(recipe, run / "cache", run, seconds, state["log"])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -99,6 +101,40 @@ def tiny_train_config(output_dir, train_examples: int = 32, validation_examples:
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
     return config
+
+
+def published_text(dd) -> str:
+    """Every published value except the pixels, as one string."""
+    return repr([ds.remove_columns("image").to_list() for ds in dd.values()])
+
+
+def pred(box, score=0.9, label="finding") -> dict:
+    """A prediction record as the pipeline writes it: xyxy ``box`` in pixels, ``score`` in [0, 1]."""
+    return {"label": label, "score": score, "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box))}
+
+
+def finding(*boxes, phrase="finding", category="A") -> dict:
+    """A reference finding as the datasets hold it: one or more xyxy pixel ``boxes``."""
+    return {"phrase": phrase, "category": category, "boxes": [list(b) for b in boxes]}
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fail with TimeoutError instead of hanging when the body runs longer than ``seconds``.
+
+    The alarm handler runs between Python bytecodes, which is where a pure-Python loop that never ends spins.
+    """
+
+    def expire(signum, frame):
+        raise TimeoutError(f"no answer within {seconds} s (hang)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 DICOM_IDENTIFYING_TAGS = ("Doe^Jane", "SECRET-PID-123", "19990101", "St Elsewhere")

@@ -101,9 +101,6 @@ def test_roofline_and_gpu_schema(dry_run):
     # FLOPs per call grow with the batch (the same report twice costs about twice)
     assert roofline["rows"][1]["flops_per_call"] > 1.5 * roofline["rows"][0]["flops_per_call"]
     assert "Python/framework overhead (wall - ops)" in roofline["breakdown_batch1"]["categories_ms"]
-    fix = roofline["speed_fix"]
-    if fix["available"]:
-        assert all(r["max_output_difference"] <= 1e-5 for r in fix["rows"])
     gpu = _load(dry_run, "gpu")["data"]
     assert gpu["device"] == "cpu" and gpu["dtype"] == "bf16" and gpu["peak_tflops"] > 0
     assert all(r["samples_per_s"] > 0 and r["mfu_percent"] > 0 for r in gpu["rows"])

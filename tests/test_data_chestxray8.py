@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import published_text
 from medrg.processing.data import DataFormatError, load_grounding_dataset
 from PIL import Image
 
@@ -299,3 +300,68 @@ def test_shared_copy_all_report_sources(tmp_path):
                 assert taken_from(finding["phrase"], report), (finding["phrase"], report[:200])
     train_p, val_p = set(dd["train"]["patient_id"]), set(dd["validation"]["patient_id"])
     assert len(train_p) == 502 and len(val_p) == 78 and not train_p & val_p
+
+
+# ------------------------------------------------------------------------- bad files and options
+SECRET = "test-secret"
+
+CX8_HEADER = b"Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+CX8_ROWS = [
+    b"00000001_000.png,Nodule,100.0,200.0,80.0,60.0",
+    b"00000002_000.png,Effusion,650.0,600.0,250.0,200.0",
+]
+
+
+def cx8(root: Path, rows=CX8_ROWS, header=CX8_HEADER) -> Path:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for name in ("00000001_000.png", "00000002_000.png"):
+        Image.fromarray(np.full((64, 64), 70, np.uint8)).save(root / "images" / name)
+    (root / "BBox_List_2017.csv").write_bytes(header + b"\n".join(rows) + b"\n")
+    (root / "train_images.txt").write_text("00000001_000.png\n")
+    (root / "val_images.txt").write_text("00000002_000.png\n")
+    return root
+
+
+def build_cx8(root: Path, tmp_path: Path, **kw):
+    return load_grounding_dataset(
+        "chestxray8", str(root), cache_dir=str(tmp_path / "cache"), progress=False, id_secret=SECRET, **kw
+    )
+
+
+def test_invalid_utf8_in_the_annotation_csv_names_row_and_byte(tmp_path):
+    with pytest.raises(DataFormatError, match=r"BBox_List_2017.csv, row 3: not valid UTF-8 \(byte 0xff"):
+        build_cx8(
+            cx8(tmp_path / "c", [CX8_ROWS[0], CX8_ROWS[1].replace(b"Effusion", b"Eff\xffusion")]), tmp_path
+        )
+
+
+def test_unknown_reports_value_names_the_allowed_ones(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"reports='narrative': expected one of \['template', 'gpt', 'llama', 'all'\]"
+    ):
+        build_cx8(cx8(tmp_path / "c"), tmp_path, reports="narrative")
+
+
+def test_extra_unnamed_csv_column_changes_nothing(tmp_path):
+    plain = build_cx8(cx8(tmp_path / "a"), tmp_path)
+    extra = build_cx8(cx8(tmp_path / "b", [r + b",,,junk" for r in CX8_ROWS]), tmp_path)
+    assert published_text(plain) == published_text(extra)
+
+
+def test_same_split_given_by_two_split_files_is_refused(tmp_path):
+    root = cx8(tmp_path / "c")
+    (root / "train_list.txt").write_text("00000001_000.png\n")
+    with pytest.raises(
+        DataFormatError, match=r"split 'train' is given by two files: .*train_images.txt and .*train_list.txt"
+    ):
+        build_cx8(root, tmp_path)
+
+
+def test_annotation_csv_with_a_header_only_is_refused(tmp_path):
+    with pytest.raises(DataFormatError, match=r"BBox_List_2017.csv: no annotation rows"):
+        build_cx8(cx8(tmp_path / "c", rows=[]), tmp_path)
+
+
+def test_negative_clip_tolerance_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"clip_tolerance_px must be a number >= 0, got -1"):
+        build_cx8(cx8(tmp_path / "c"), tmp_path, clip_tolerance_px=-1)

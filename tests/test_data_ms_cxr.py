@@ -92,16 +92,6 @@ def test_bad_input(tmp_path):
     ):
         build(write_fixture(tmp_path / "a", rows), tmp_path)
 
-    rows = base_rows()
-    rows[2][6] = 0  # w = 0
-    with pytest.raises(DataFormatError, match=r"row 4: field 'x,y,w,h'.*zero or negative"):
-        build(write_fixture(tmp_path / "b", rows), tmp_path)
-
-    rows = base_rows()
-    rows[2][4] = "nan"
-    with pytest.raises(DataFormatError, match=r"row 4: field 'x' is 'nan'"):
-        build(write_fixture(tmp_path / "b2", rows), tmp_path)
-
     with pytest.raises(DataFormatError, match=r"row 5: image file .*d3.jpg \(field 'path'\) not found"):
         build(write_fixture(tmp_path / "c", base_rows(), skip_image="d3"), tmp_path)
 
@@ -109,12 +99,20 @@ def test_bad_input(tmp_path):
     with pytest.raises(DataFormatError, match=r"row 6: duplicate of row 4"):
         build(write_fixture(tmp_path / "d", rows), tmp_path)
 
-    rows = base_rows()
-    rows[2][10] = "test"  # same patient p10000032 in train (d1) and test (d2)
-    with pytest.raises(DataFormatError, match=r"patient leak: .*image d[12]"):
-        build(write_fixture(tmp_path / "e", rows), tmp_path)
 
+# (case, {(row index, column index): new value} on base_rows(), error message)
+BAD_CELLS = [
+    ("zero width", {(2, 6): 0}, r"row 4: field 'x,y,w,h'.*zero or negative"),
+    ("NaN x", {(2, 4): "nan"}, r"row 4: field 'x' is 'nan'"),
+    ("one patient in train (d1) and test (d2)", {(2, 10): "test"}, r"patient leak: .*image d[12]"),
+    ("unknown category", {(3, 1): "Fracture"}, r"row 5: field 'category_name' = 'Fracture'"),
+]
+
+
+@pytest.mark.parametrize(("cells", "message"), [c[1:] for c in BAD_CELLS], ids=[c[0] for c in BAD_CELLS])
+def test_bad_cell_names_row_and_field(tmp_path, cells, message):
     rows = base_rows()
-    rows[3][1] = "Fracture"
-    with pytest.raises(DataFormatError, match=r"row 5: field 'category_name' = 'Fracture'"):
-        build(write_fixture(tmp_path / "f", rows), tmp_path)
+    for (row, column), value in cells.items():
+        rows[row][column] = value
+    with pytest.raises(DataFormatError, match=message):
+        build(write_fixture(tmp_path / "a", rows), tmp_path)

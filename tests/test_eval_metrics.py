@@ -1,4 +1,5 @@
-"""Hand-computed and randomised checks of the grounding metrics (plain functions)."""
+"""Hand-computed and randomised checks of the grounding metrics (plain functions), their values on edge inputs
+and the one error a bad input gives, naming the sample and the field."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import finding, pred
 from medrg.evaluation import (
     CATEGORY_KEYWORDS,
     average_precision,
@@ -25,14 +27,6 @@ def reference_iou(a, b):
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def pred(box, score=0.9, label="finding"):
-    return {"label": label, "score": score, "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box))}
-
-
-def finding(*boxes, phrase="finding", category="A"):
-    return {"phrase": phrase, "category": category, "boxes": [list(b) for b in boxes]}
 
 
 def random_box_pairs(n=1000, seed=0):
@@ -300,3 +294,79 @@ def test_keyword_table_names_every_noun_the_report_writer_uses():
         pytest.skip("no CATEGORY_TERMS in the report vocabulary")
     missing = [(c, noun) for c, entry in terms.items() for noun in entry.nouns if not names_category(noun, c)]
     assert missing == []
+
+
+# ------------------------------------------------------------------------- edge inputs: values that must come out right
+IOU_CASES = [
+    # (case, box a, box b, IoU)
+    ("identical boxes at 1e200 (overflowed to 0 before)", (1e200, 1e200, 3e200, 2e200), (1e200, 1e200, 3e200, 2e200), 1.0),
+    ("half overlap at 1e200", (0, 0, 2e200, 1e200), (0, 0, 1e200, 1e200), 0.5),
+    ("identical boxes at 1e-200 (underflow)", (0, 0, 1e-200, 2e-200), (0, 0, 1e-200, 2e-200), 1.0),
+    ("half overlap at 1e-200", (0, 0, 2e-200, 1e-200), (0, 0, 1e-200, 1e-200), 0.5),
+    ("boxes spanning the whole float range", (-1e308, -1e308, 1e308, 1e308), (-1e308, -1e308, 1e308, 1e308), 1.0),
+    ("zero-area box with itself", (5, 5, 5, 9), (5, 5, 5, 9), 0.0),
+    ("disjoint far apart", (0, 0, 1, 1), (1e300, 1e300, 2e300, 2e300), 0.0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "box_a", "box_b", "expected"), IOU_CASES, ids=[c[0] for c in IOU_CASES])
+def test_iou_is_scale_safe(case, box_a, box_b, expected):
+    assert box_iou_matrix([box_a], [box_b])[0, 0] == pytest.approx(expected, abs=1e-12)
+    metrics = compute_grounding_metrics([[pred(box_a)]], [[finding(box_b)]])
+    assert metrics["mean_iou"] == pytest.approx(expected, abs=1e-12)
+
+
+VALUE_CASES = [
+    # (case, predictions, references, kwargs, expected subset of the result)
+    ("no samples at all", [], [], {}, {"num_samples": 0, "accuracy@0.5": None, "mean_iou": None,
+                                       "expected_calibration_error": None, "label_accuracy@0.5": None}),
+    ("empty predictions and empty references", [[], []], [[], []], {},
+     {"num_samples": 2, "no_finding_accuracy": 1.0, "accuracy@0.5": None, "aurc": None}),
+    ("findings but no prediction at all", [[]], [[finding((0, 0, 10, 10))]], {},
+     {"accuracy@0.1": 0.0, "mean_iou": 0.0, "average_precision@0.5": 0.0, "label_accuracy@0.1": 0.0}),
+    ("threshold 0 and 1 are allowed", [[pred((0, 0, 10, 10))]], [[finding((0, 0, 10, 10))]],
+     {"iou_thresholds": [0.0, 1.0]}, {"accuracy@0": 1.0, "accuracy@1": 1.0}),
+    ("hit_iou 1 counts only exact boxes", [[pred((0, 0, 10, 9))]], [[finding((0, 0, 10, 10))]],
+     {"hit_iou": 1.0}, {"average_precision@1": 0.0}),
+    ("one calibration bin", [[pred((0, 0, 10, 10), score=0.25)]], [[finding((0, 0, 10, 10))]],
+     {"num_calibration_bins": 1}, {"expected_calibration_error": 0.75}),
+    ("numpy thresholds and integer boxes", [[pred((0, 0, 10, 10))]], [[finding((0, 0, 10, 20))]],
+     {"iou_thresholds": np.array([0.5])}, {"accuracy@0.5": 1.0}),
+    ("None label of a prediction is an empty label", [[pred((0, 0, 1, 1), score=0.5, label=None)]],
+     [[finding((0, 0, 1, 1))]], {}, {"accuracy@0.5": 1.0, "phrase_token_f1": 0.0, "label_accuracy@0.5": 0.0}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "predictions", "references", "kwargs", "expected"), VALUE_CASES, ids=[c[0] for c in VALUE_CASES]
+)
+def test_metric_values_on_edge_inputs(case, predictions, references, kwargs, expected):
+    result = compute_grounding_metrics(predictions, references, **kwargs)
+    for key, value in expected.items():
+        assert result[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+
+
+# ------------------------------------------------------------------------- bad inputs: one error naming the sample and the field
+INPUT_CASES = [
+    ("predictions shorter than references", [[]], [[], []], r"predictions has 1 samples but references has 2"),
+    ("a record without box", [[{"label": "x", "score": 0.5}]], [[]], r"predictions\[0\]\[0\]: missing key\(s\) \['box'\]"),
+    ("box as a list instead of a dict", [[{"label": "x", "score": 0.5, "box": [0, 0, 1, 1]}]], [[]],
+     r"predictions\[0\]\[0\]\['box'\]: expected a dict"),
+    ("score above 1", [[pred((0, 0, 1, 1), score=1.2)]], [[]], r"predictions\[0\]\[0\]\['score'\]: 1.2 is outside \[0, 1\]"),
+    ("negative score", [[pred((0, 0, 1, 1), score=-0.3)]], [[]], r"\['score'\]: -0.3 is outside \[0, 1\]"),
+    ("NaN score", [[pred((0, 0, 1, 1), score=math.nan)]], [[]], r"\['score'\]: expected a finite number, got nan"),
+    ("score as a string", [[pred((0, 0, 1, 1), score="0.5")]], [[]], r"\['score'\]: expected a number"),
+    ("boolean coordinate", [[pred((0, 0, True, 1))]], [[]], r"\['box'\]\['xmax'\]: expected a number"),
+    ("infinite reference box", [[]], [[finding((0, 0, math.inf, 1))]], r"references\[0\]\[0\]\['boxes'\]\[0\]\[2\]"),
+    ("a finding with 3 numbers", [[]], [[finding((0, 0, 1))]], r"expected 4 numbers"),
+    ("references as one dict per sample", [[]], [{"phrase": "x", "boxes": [[0, 0, 1, 1]]}], r"references\[0\]: expected a list"),
+    ("category as a number", [[]], [[{"phrase": "x", "category": 3, "boxes": [[0, 0, 1, 1]]}]], r"\['category'\]: expected a string"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "predictions", "references", "message"), INPUT_CASES, ids=[c[0] for c in INPUT_CASES]
+)
+def test_bad_metric_inputs_name_the_sample_and_field(case, predictions, references, message):
+    with pytest.raises(ValueError, match=message):
+        compute_grounding_metrics(predictions, references)

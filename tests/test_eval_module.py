@@ -1,13 +1,16 @@
-"""The `evaluate` module folder: loads offline by path, runs the card's example, same math as the plain functions."""
+"""The `evaluate` module folder: loads offline by path, runs the card's example, same math and the same errors for
+bad options as the plain functions."""
 
 from __future__ import annotations
 
 import doctest
 import filecmp
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import finding, pred
 from medrg.evaluation import METRIC_PATH, compute_grounding_metrics
 
 evaluate = pytest.importorskip("evaluate")
@@ -97,3 +100,35 @@ def test_single_source_of_the_math_is_copied_with_the_script(metric):
     assert plain.compute_grounding_metrics.__module__.endswith("grounding_accuracy.grounding_metrics")
     source = (FOLDER / "grounding_accuracy.py").read_text()
     assert "from .grounding_metrics import" in source and "def box_iou" not in source
+
+
+# ------------------------------------------------------------------------- bad options: one error naming the argument, in the plain function and the module alike
+OPTION_CASES = [
+    ("hit_iou negative", {"hit_iou": -1}, r"hit_iou: expected an IoU in \[0, 1\], got -1"),
+    ("hit_iou above 1", {"hit_iou": 1.5}, r"hit_iou"),
+    ("hit_iou NaN", {"hit_iou": math.nan}, r"hit_iou"),
+    ("hit_iou a string", {"hit_iou": "0.5"}, r"hit_iou: expected a number"),
+    ("threshold above 1", {"iou_thresholds": [1.5, math.nan]}, r"iou_thresholds\[0\]: expected an IoU in \[0, 1\], got 1.5"),
+    ("threshold NaN", {"iou_thresholds": [0.5, math.nan]}, r"iou_thresholds\[1\]: expected an IoU in \[0, 1\], got nan"),
+    ("threshold negative", {"iou_thresholds": [-0.1]}, r"iou_thresholds\[0\]"),
+    ("thresholds a single number", {"iou_thresholds": 0.5}, r"iou_thresholds: expected a list"),
+    ("thresholds a string", {"iou_thresholds": "0.5"}, r"iou_thresholds: expected a list"),
+    ("threshold a bool", {"iou_thresholds": [True]}, r"iou_thresholds\[0\]: expected a number"),
+    ("zero calibration bins", {"num_calibration_bins": 0}, r"num_calibration_bins: expected a positive integer, got 0"),
+    ("fractional calibration bins", {"num_calibration_bins": 2.5}, r"num_calibration_bins"),
+    ("bool calibration bins", {"num_calibration_bins": True}, r"num_calibration_bins"),
+    ("unknown multi_box rule", {"multi_box": "mean"}, r"multi_box must be one of"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "kwargs", "message"), OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
+def test_bad_metric_options_name_the_argument(case, kwargs, message, metric):
+    predictions, references = [[pred((0, 0, 10, 10))]], [[finding((0, 0, 10, 10))]]
+    with pytest.raises(ValueError, match=message):
+        compute_grounding_metrics(predictions, references, **kwargs)
+    if case in ("thresholds a single number", "thresholds a string", "threshold a bool"):
+        return  # evaluate passes these through unchanged; the plain function is the check
+    with pytest.raises(ValueError, match=message):
+        metric.compute(predictions=predictions, references=references, **kwargs)
+    with pytest.raises(ValueError, match=message):  # zero samples take a separate path in the module
+        metric.compute(predictions=[], references=[], **kwargs)

@@ -1,4 +1,5 @@
-"""Baselines, the runner and `medrg evaluate` on small hand-built datasets in the schema."""
+"""Baselines, the runner and `medrg evaluate` on small hand-built datasets in the schema; options and rows are
+checked before any inference."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from medrg.evaluation import (  # noqa: E402
     evaluate_model,
     make_baseline,
     metrics_table,
+    predict_groundings,
 )
 from medrg.evaluation.baselines import position_words, split_clauses  # noqa: E402
 from medrg.processing.data.schema import GROUNDING_FEATURES  # noqa: E402
@@ -256,3 +258,56 @@ def test_predict_groundings_is_the_pipeline_batched_or_not():
     # top_k=1 (the default) is one box per phrase; top_k=None gives every hypothesis
     every = predict_groundings(model, processor, rows[:1], top_k=None)[0]
     assert len({r["label"] for r in single[0]}) == len(single[0]) <= len(every)
+
+
+# ------------------------------------------------------------------------- options and --out are checked before any inference
+def test_evaluate_checks_out_before_loading_anything(tmp_path):
+    from medrg.evaluation import evaluate_model
+
+    from medrg.cli import main
+
+    a_file = tmp_path / "metrics.txt"
+    a_file.write_text("not a folder")
+    # the dataset name does not exist: the --out error must come first
+    with pytest.raises(SystemExit, match=r"^medrg evaluate: error: --out '.*metrics\.txt' is a file"):
+        main(["evaluate", "--model", "prior", "--dataset", "no-such-dataset", "--out", str(a_file)])
+    with pytest.raises(SystemExit, match=r"--out '.*metrics\.txt/sub' is not a writable folder"):
+        main(["evaluate", "--model", "prior", "--dataset", "no-such-dataset", "--out", str(a_file / "sub")])
+    calls = []
+
+    def predict(examples):
+        calls.append(len(examples))
+        return [[] for _ in examples]
+
+    rows = [{"image": None, "report": "x", "findings": []}]
+    with pytest.raises(ValueError, match="is a file"):
+        evaluate_model(predict, rows, out_dir=a_file)
+    with pytest.raises(ValueError, match=r"iou_thresholds\[0\]"):  # metric options too, before inference
+        evaluate_model(predict, rows, iou_thresholds=[2.0])
+    with pytest.raises(ValueError, match="multi_box"):
+        evaluate_model(predict, rows, multi_box="mean")
+    assert calls == []
+    assert evaluate_model(predict, rows, out_dir=tmp_path / "new" / "out")["num_samples"] == 1 and calls == [
+        1
+    ]
+    assert (tmp_path / "new" / "out" / "metrics.json").is_file()
+
+
+# ------------------------------------------------------------------------- the prediction path
+PREDICT_CASES = [
+    ("a row without report", [{"image": None}], {}, r"rows\[0\]: expected a mapping with keys 'image' and 'report'"),
+    ("a row that is a string", ["image.png"], {}, r"rows\[0\]: expected a mapping"),
+    ("batch size 0", [], {"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "rows", "kwargs", "message"), PREDICT_CASES, ids=[c[0] for c in PREDICT_CASES]
+)
+def test_predict_groundings_rejects_bad_rows(case, rows, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        predict_groundings(None, None, rows, **kwargs)
+
+
+def test_predict_groundings_of_no_rows_is_empty():
+    assert predict_groundings(None, None, []) == []

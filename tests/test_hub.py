@@ -32,6 +32,7 @@ inputs = processor(images=[__import__("PIL.Image").Image.open(p) for p in images
                    return_tensors="pt")
 with torch.no_grad():
     out = model(**inputs)
+torch.save(out.logits, "fresh_logits.pt")  # in the working directory the test gives
 pipe = pipeline("report-grounding", model=folder, trust_remote_code=True)
 records = pipe([{"image": p, "report": r} for p, r in zip(images, json.loads(open(folder + "/reports.json").read()))],
                max_new_tokens=12)
@@ -41,8 +42,6 @@ print(json.dumps({
     "processor_module": type(processor).__module__,
     "image_processor_module": type(processor.image_processor).__module__,
     "medrg_loaded": any(name == "medrg" or name.startswith("medrg.") for name in sys.modules if sys.modules[name] is not None),
-    "logits_sum": float(out.logits.double().sum()),
-    "logits_head": out.logits[0, -1, :8].tolist(),
     "records": records,
 }))
 """
@@ -116,8 +115,10 @@ def test_fresh_process_without_medrg_loads_and_matches(tiny, saved_folder):
     inputs = processor(images=[Image.open(p) for p in images], text=REPORTS)
     with torch.no_grad():
         out = model(**inputs)
-    assert fresh["logits_sum"] == pytest.approx(float(out.logits.double().sum()), abs=1e-6)
-    assert torch.allclose(torch.tensor(fresh["logits_head"]), out.logits[0, -1, :8], atol=0)
+    # every logit, to float32 rounding: another process may sum in another order (thread count, kernels)
+    fresh_logits = torch.load(folder.parent / "fresh_logits.pt")
+    assert fresh_logits.shape == out.logits.shape
+    torch.testing.assert_close(fresh_logits, out.logits, rtol=1e-5, atol=1e-5)
     here = pipeline("report-grounding", model=model, processor=processor)(
         [{"image": p, "report": r} for p, r in zip(images, REPORTS)], max_new_tokens=12
     )

@@ -1,4 +1,4 @@
-"""Issue 12: jump-forward decoding under the report guide. `ReportGuide.forced_tokens` names the tokens the guide
+"""Jump-forward decoding under the report guide. `ReportGuide.forced_tokens` names the tokens the guide
 leaves no choice about; `generate_grounding` feeds each such run to the LM in one forward and reads the LM's
 logits only where the guide leaves a choice. Its answers and boxes are those of token-by-token guided `generate`,
 with far fewer LM forwards (a 10-finding report: at least 3x fewer than tokens generated)."""

@@ -1,4 +1,4 @@
-"""Issue 12: `generate_grounding` grounds the generated `<BOX>` from the generation's own hidden states (no second
+"""`generate_grounding` grounds the generated `<BOX>` from the generation's own hidden states (no second
 pass over prompt + answer); its boxes equal the teacher-forced reference `_ground_teacher_forced`."""
 
 from __future__ import annotations

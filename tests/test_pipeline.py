@@ -69,10 +69,16 @@ def test_threshold_filters_every_box_and_keep_top_box_is_the_explicit_exemption(
     assert (
         default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, keep_top_box=False) == []
     )  # a phrase's best box is no exception
-    # a threshold the caller sets filters in the guided default too (issue 19); the findings stay listed as read
+    # a threshold the caller sets filters in the guided default too; the findings stay listed as read
     assert default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0) == []
     status = default_pipe(EXAMPLE, report=EXAMPLE_REPORT, threshold=1.0, return_status=True)
     assert status["findings"] == [] and status["read"]
+    assert all(not r["grounded"] and "threshold" in r["reason"] for r in status["read"])
+    # keep_top_box=False with a threshold that drops every box: the stated findings are still listed as read
+    status = default_pipe(
+        EXAMPLE, report=EXAMPLE_REPORT, threshold=0.999, keep_top_box=False, return_status=True
+    )
+    assert status["findings"] == [] and len(status["read"]) == 2
     assert all(not r["grounded"] and "threshold" in r["reason"] for r in status["read"])
     # no threshold set: a guided answer keeps each stated finding's best box, whatever its score
     assert len(default_pipe(EXAMPLE, report=EXAMPLE_REPORT)) == len(status["read"])

@@ -1,4 +1,4 @@
-"""The report reader on the adversarial cases of issue 17 (each one failed before) and its open vocabulary."""
+"""The report reader on adversarial report wordings (denials, hedges, resolutions, sections) and its open vocabulary."""
 
 from __future__ import annotations
 

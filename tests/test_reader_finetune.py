@@ -1,4 +1,4 @@
-"""Fine-tuning extends the finding vocabulary (issue 17): a tiny model fine-tuned on a tiny dataset whose category
+"""Fine-tuning extends the finding vocabulary: a tiny model fine-tuned on a tiny dataset whose category
 the shipped vocabulary does not know names it under report-guided decoding, from its exported folder."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reader through the processor and the default pipeline (issues 17 and 19): many findings, report text that
+"""The reader through the processor and the default pipeline: many findings, report text that
 repeats the prompt's markers, the report size bound, threshold semantics in the guided default."""
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ def test_shipped_configs_are_valid():
 
     folder = Path(__file__).resolve().parents[1] / "configs"
     names = sorted(folder.glob("*.yaml"))
-    names = [n for n in names if n.name != "accelerate_ddp.yaml"]
+    # accelerate launch configs are checked in test_train_sharded.py
+    names = [n for n in names if not n.name.startswith("accelerate_")]
     assert names
     for path in names:
         load_config(path)

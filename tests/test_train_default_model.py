@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
+from medrg.evaluation import box_iou_matrix, names_category
 
 from medrg.training import default_model_path
 
@@ -47,8 +50,19 @@ def test_default_model_grounds_the_shipped_example():
         assert (
             0 <= box["xmin"] < box["xmax"] <= image.width and 0 <= box["ymin"] < box["ymax"] <= image.height
         )
-    if not (FOLDER / "example_findings.json").is_file():
-        pytest.skip("no reference findings for the example")
+    # the README's claim: both findings named, the effusion found at the IoU it states (reference boxes in
+    # docs/example_findings.json, the copy the README cites)
+    references = json.loads((REPO_ROOT / "docs" / "example_findings.json").read_text())
+    iou = {}
+    for finding in references:
+        named = [r for r in records if names_category(r["label"], finding["category"])]
+        assert len(named) == 1, (finding["phrase"], [r["label"] for r in records])
+        box = [named[0]["box"][key] for key in ("xmin", "ymin", "xmax", "ymax")]
+        iou[finding["category"]] = float(box_iou_matrix([box], finding["boxes"]).max())
+    claim = re.search(r"the effusion is found \(IoU (\d\.\d+)\)", (REPO_ROOT / "README.md").read_text())
+    assert claim, "README.md does not state the effusion's IoU on the example"
+    assert iou["effusion"] >= 0.5, iou
+    assert iou["effusion"] == pytest.approx(float(claim.group(1)), abs=0.02), (iou, claim.group(0))
 
 
 def test_default_model_folder_is_a_pure_artefact():

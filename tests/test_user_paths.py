@@ -1,4 +1,4 @@
-"""What a new user hits (issue 19, items 2-15): inference that never changes the model, hub folders with a card
+"""What a new user hits: inference that never changes the model, hub folders with a card
 and readable weights, docs that match behaviour, fine-tuning the embedded model on one's own jsonl data, one
 report for many images, strict argument types, loading and checkpoint errors that name the file, CLI file
 handling, and no uploaded file name in the demo's errors."""
@@ -46,7 +46,7 @@ def _edit_json(file: Path, **values) -> None:
     file.write_text(json.dumps(data))
 
 
-# ------------------------------------------------------------------------------------------------ item 2
+# ---------------------------------------------------------------------------------- inference mode
 def test_inference_runs_in_eval_mode_and_never_changes_the_model():
     from transformers import pipeline
 
@@ -68,7 +68,7 @@ def test_inference_runs_in_eval_mode_and_never_changes_the_model():
     assert pipe(image, report=REPORT, threshold=0.0, max_new_tokens=12) == first
 
 
-# ------------------------------------------------------------------------------------------------ item 3
+# --------------------------------------------------------------------- hub folders from a pipeline
 def test_pipe_save_pretrained_writes_the_card_and_readable_weights(tiny, tmp_path, monkeypatch):
     from medrg.processing.pipeline_medrg import ReportGroundingPipeline
     from transformers import pipeline
@@ -93,7 +93,7 @@ def _umask() -> int:
     return mask
 
 
-# ------------------------------------------------------------------------------------------------ item 4
+# ---------------------------------------------------------------------------- documented behaviour
 def test_training_doc_states_only_what_is_true():
     text = (REPO_ROOT / "docs" / "training.md").read_text()
     for stale in ("No\n`custom_pipelines` entry is written", "1.9 MB", "`logging_steps` (500) are\nHugging"):
@@ -113,7 +113,7 @@ def test_exported_folder_loads_as_the_training_doc_says(hub_folder):
         pipeline("report-grounding", model=str(hub_folder))
 
 
-# ------------------------------------------------------------------------------------------------ item 5
+# ------------------------------------------------------------------ fine-tuning the embedded model
 def _jsonl_data(folder: Path, splits: dict[str, int]) -> Path:
     """A tiny jsonl dataset in the format docs/fine_tuning.md documents."""
     (folder / "images").mkdir(parents=True)
@@ -203,7 +203,7 @@ def test_model_checkpoint_default_is_accepted():
     assert type(model).__name__ == "MedRGForReportGrounding" and processor.box_token_id is not None
 
 
-# ------------------------------------------------------------------------------------------------ item 6
+# ---------------------------------------------------------------------- one report for many images
 def test_one_report_for_many_images_and_the_report_column(tiny, tmp_path):
     from datasets import Dataset
     from transformers import pipeline
@@ -225,7 +225,7 @@ def test_one_report_for_many_images_and_the_report_column(tiny, tmp_path):
         pipe(KeyDataset(ds, "image"), report=[REPORT])
 
 
-# ------------------------------------------------------------------------------------------------ item 7
+# ----------------------------------------------------------------------------- paths in the README
 def test_readme_says_where_its_relative_paths_start():
     text = (REPO_ROOT / "README.md").read_text()
     assert "from the repository root" in text
@@ -233,7 +233,7 @@ def test_readme_says_where_its_relative_paths_start():
         assert (REPO_ROOT / path).is_file(), path
 
 
-# ------------------------------------------------------------------------------------------------ item 8
+# ------------------------------------------------------------------------------ the low-level path
 def test_low_level_path_is_unguided_and_the_readme_shows_the_guided_one(tiny):
     from transformers import pipeline
 
@@ -259,7 +259,7 @@ def test_low_level_path_is_unguided_and_the_readme_shows_the_guided_one(tiny):
     assert labels() == free
 
 
-# ------------------------------------------------------------------------------------------------ item 9
+# ---------------------------------------------------------------------- the evaluate metric folder
 def test_metric_folder_vendored_under_another_name_as_the_card_says(tmp_path):
     import evaluate
     from medrg.evaluation import METRIC_PATH
@@ -279,7 +279,7 @@ def test_metric_folder_vendored_under_another_name_as_the_card_says(tmp_path):
     assert result["accuracy@0.5"] == 1.0
 
 
-# ------------------------------------------------------------------------------------------------ item 10
+# ------------------------------------------------------------------------------- score calibration
 @pytest.mark.parametrize(
     "calibration, message",
     [
@@ -310,7 +310,7 @@ def test_fitted_score_calibrations_are_accepted():
         assert MedRGProcessor._check_calibration(calibration) == [float(v) for v in calibration]
 
 
-# ------------------------------------------------------------------------------------------------ items 11, 15
+# --------------------------------------------------------------------------------- loading folders
 def _truncate(file: Path) -> None:
     data = file.read_bytes()
     file.write_bytes(data[: len(data) // 2])
@@ -395,7 +395,7 @@ def test_train_config_checkpoint_folders_are_named(hub_folder, tmp_path):
         build_trainer({"model": {"source": "checkpoint", "checkpoint": str(broken)}})
 
 
-# ------------------------------------------------------------------------------------------------ item 12
+# ------------------------------------------------------------------------------------- checkpoints
 def test_resume_skips_a_truncated_checkpoint_and_repairs_a_truncated_export(tmp_path, caplog):
     from medrg.training.train import train
 
@@ -419,7 +419,7 @@ def test_resume_skips_a_truncated_checkpoint_and_repairs_a_truncated_export(tmp_
     medrg.load_medrg(run / "final")  # the export is whole again
 
 
-# ------------------------------------------------------------------------------------------------ items 13, 15
+# ---------------------------------------------------------------------------------- argument types
 @pytest.mark.parametrize(
     "options, error, message",
     [
@@ -480,7 +480,7 @@ def test_demo_errors_never_show_the_uploaded_file_name(tiny, tmp_path):
     assert "cannot be read as an image" in str(error.value)
 
 
-# ------------------------------------------------------------------------------------------------ item 14
+# ------------------------------------------------------------------------------- CLI file handling
 def test_report_file_handling(tmp_path, monkeypatch):
     import io
 

@@ -170,8 +170,6 @@ def roofline_at(
 
 
 def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
-    from .speedfix import compare_with_head
-
     model, processor, _ = load_model(settings.model_dir)
     reps = settings.reps(20, 8, 2)
     matmul = matmul_gflops(256 if settings.dry_run else 1024, settings.reps(10, 5, 2))
@@ -184,13 +182,11 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
     breakdown8 = op_breakdown(
         model, batch_inputs(processor, settings.batch, max_new_tokens=mnt), settings.reps(4, 2, 1)
     )
-    fix = compare_with_head(model, processor, settings)
     data = {
         "matmul": matmul,
         "rows": rows,
         "breakdown_batch1": breakdown,
         "breakdown_batch8": breakdown8,
-        "speed_fix": fix,
         "load_1min": load_now(),
     }
     md_parts = [
@@ -232,8 +228,6 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
                 for o in breakdown["top_ops"][:10]
             ],
         ),
-        "Speed fix, before (HEAD's model code) vs after (this tree), same weights and inputs:",
-        fix["markdown"],
     ]
     figure, axes = new_figure(2)
     labels = list(breakdown["categories_ms"])

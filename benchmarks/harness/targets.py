@@ -1,4 +1,4 @@
-"""The issue's targets, evaluated from the section results: one row each (target, measured, met, load)."""
+"""The benchmark targets (speed, memory, import cost, throughput), evaluated from the section results: one row each (target, measured, met, load)."""
 
 from __future__ import annotations
 

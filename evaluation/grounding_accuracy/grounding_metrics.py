@@ -4,7 +4,7 @@ This flat file is the one copy of the metric math. ``medrg.evaluation`` re-expor
 ``evaluate`` module next to it (``grounding_accuracy.py``) imports it with
 ``from .grounding_metrics import ...``, which ``evaluate.load(folder)`` copies into its module cache
 together with the script. It therefore imports nothing but numpy and scipy. It is also the package's
-one IoU implementation (``box_iou_matrix``): data builders, baselines and benchmarks import it.
+one numpy IoU (``box_iou_matrix``): baselines and benchmarks import it.
 
 Inputs, per sample:
 - predictions: a list of records ``{"label": str, "score": float in [0, 1],

@@ -48,10 +48,9 @@ def run(args: argparse.Namespace) -> int:
             training = config.training
             resolve_resume_checkpoint(training.resume_from_checkpoint, training.output_dir, set_aside=False)
             trainer, _, splits = build_trainer(config)
-            print(
-                f"config OK; {len(trainer.train_dataset)} training rows; splits {sorted(splits)}; "
-                f"model {type(trainer.model).__name__}"
-            )
+            rows = trainer.train_dataset
+            counted = f"{len(rows)} training rows" if hasattr(rows, "__len__") else "streamed training rows"
+            print(f"config OK; {counted}; splits {sorted(splits)}; model {type(trainer.model).__name__}")
             return 0
         summary = train(config)
     except ValueError as error:
@@ -64,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if summary.get("already_finished"):
         print(
             f"nothing to do: the run finished at step {summary['global_step']}; {summary['export_dir']} unchanged"
+        )
+        return 0
+    if summary.get("preempted"):
+        print(
+            f"preempted at step {summary['global_step']}: {summary['checkpoint']} is complete; continue with "
+            "the same command and --resume",
+            flush=True,
         )
         return 0
     shown = {

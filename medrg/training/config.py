@@ -54,6 +54,9 @@ LORA_DEFAULTS = {
     "target_modules": r".*language_model.*\.(q_proj|v_proj)",
     "modules_to_save": ["multi_modal_projector", "box_decoder"],
 }
+# TrainingArguments fields typed `bool | str`, which argparse reads as one of the two (`fsdp: true` as the text
+# "True", `include_num_input_tokens_seen: non_padding` as a bad bool): their YAML value is passed as it is
+BOOL_OR_TEXT_FIELDS = {"fsdp", "include_num_input_tokens_seen"}
 # keys of earlier MedRG configs, with where they went
 MOVED_KEYS = {
     "training.trainer_args": "set TrainingArguments fields directly in the training section",
@@ -107,6 +110,9 @@ class DataArguments:
     eval_split: str | None = _help(None, "split evaluated during training (null: none)")
     max_eval_samples: int | None = _help(200, "eval rows used for metrics")
     augmentation: dict[str, Any] | None = _help(None, "GroundingAugmentation fields (scale, translate, ...)")
+    shuffle_buffer_size: int = _help(
+        1000, "streamed training data (sources with options.streaming: true): rows of the shuffle buffer"
+    )
 
 
 @dataclass
@@ -304,6 +310,9 @@ def parse_section(types: tuple, mapping: Any, where: str) -> tuple:
     parser = _parser(types)
     values = {}
     for key, value in mapping.items():
+        if isinstance(value, (bool, str)) and key in BOOL_OR_TEXT_FIELDS:
+            values[key] = value
+            continue
         if isinstance(value, (str, int, float, bool)):
             try:
                 namespace, _ = parser.parse_known_args([f"--{key}={value}"])
@@ -422,7 +431,31 @@ def check_values(config: TrainConfig) -> None:
             GroundingAugmentation(**d.augmentation)
         except TypeError as error:
             raise ValueError(f"data.augmentation: {error}") from None
+    _check("data.shuffle_buffer_size", d.shuffle_buffer_size, d.shuffle_buffer_size >= 1, "an integer >= 1")
     _check_training(t, config.medrg_training, d)
+    _check_streaming(t, d)
+
+
+def _check_streaming(t, data: DataArguments) -> None:
+    """Streamed sources (`options.streaming: true`): all sources or none, a step budget, no DataLoader workers."""
+    streamed = [bool(source.options.get("streaming", False)) for source in data.sources]
+    if not any(streamed):
+        return
+    if not all(streamed):
+        names = [f"data.sources[{i}] ({s.name})" for i, s in enumerate(data.sources) if not streamed[i]]
+        raise ValueError(
+            f"some data.sources stream and {', '.join(names)} do not: set options.streaming the same for every "
+            "source (a streamed and an in-memory split cannot be concatenated)"
+        )
+    if t.max_steps < 1:
+        raise ValueError(
+            "training.max_steps must be set (>= 1) when the data streams: a stream has no length to count epochs in"
+        )
+    if t.dataloader_num_workers != 0:
+        raise ValueError(
+            f"training.dataloader_num_workers must be 0 when the data streams (got {t.dataloader_num_workers}): "
+            "the stream is read in the training process so that a checkpoint saves its exact position"
+        )
 
 
 def _finite(value: Any) -> bool:
@@ -461,6 +494,9 @@ def _check_training(t, extras: MedRGTrainingArguments, data: DataArguments) -> N
         )
     if t.output_dir is not None and Path(t.output_dir).exists() and not Path(t.output_dir).is_dir():
         raise ValueError(f"training.output_dir {t.output_dir!r} exists and is not a folder")
+    from .sharding import check_sharding
+
+    check_sharding(t)
     threads = extras.torch_threads
     _check("training.torch_threads", threads, threads is None or threads >= 1, "null or an integer >= 1")
 

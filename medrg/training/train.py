@@ -208,6 +208,7 @@ def build_trainer(config: TrainConfig | dict | str, extra_callbacks: list | None
     errors (config, dataset splits and columns, checkpoint architecture) surface here, before any training step."""
     from .callbacks import GroundingEvalCallback
     from .collator import MedRGDataCollator
+    from .streaming import is_streamed, materialize
     from .trainer import MedRGTrainer
 
     config = load_config(config)
@@ -218,8 +219,16 @@ def build_trainer(config: TrainConfig | dict | str, extra_callbacks: list | None
         check_checkpoint(config.model.checkpoint)
     train_dataset, eval_dataset, splits = build_datasets(config.data)
     export_splits(config, splits)
+    if is_streamed(train_dataset):  # reshuffled each pass; Trainer shuffles only datasets with a length
+        train_dataset = train_dataset.shuffle(seed=args.seed, buffer_size=config.data.shuffle_buffer_size)
+    if is_streamed(eval_dataset):
+        eval_dataset = materialize(eval_dataset, config.data.max_eval_samples)
     if eval_dataset is not None and config.data.max_eval_samples is not None:
-        eval_dataset = eval_dataset.select(range(min(len(eval_dataset), config.data.max_eval_samples)))
+        eval_dataset = (
+            eval_dataset[: config.data.max_eval_samples]
+            if isinstance(eval_dataset, list)
+            else (eval_dataset.select(range(min(len(eval_dataset), config.data.max_eval_samples))))
+        )
     model, processor = build_model(config.model)
     # the training data's categories become groundable categories of the vocabulary the exported folder saves
     from .vocabulary import extend_vocabulary_from_dataset
@@ -245,6 +254,9 @@ def build_trainer(config: TrainConfig | dict | str, extra_callbacks: list | None
         data_collator=MedRGDataCollator(processor, augmentation=config.data.augmentation, seed=args.seed),
         callbacks=callbacks,
     )
+    from .sharding import fill_fsdp_wrap_classes
+
+    fill_fsdp_wrap_classes(trainer.accelerator, model)
     return trainer, processor, splits
 
 
@@ -284,10 +296,13 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
     split, weights digest, seconds). See `docs/training.md`.
 
     `training.resume_from_checkpoint: true` continues from the last complete checkpoint of `output_dir` (and is a
-    no-op for a run that already finished); a non-finite loss raises `NonFiniteLossError` before any export."""
+    no-op for a run that already finished); a non-finite loss raises `NonFiniteLossError` before any export.
+    A SIGTERM during training saves `checkpoint-N` at the end of the current step and returns a summary with
+    `preempted: True` and `checkpoint` (nothing exported; resume continues from it)."""
     from .callbacks import grounding_metrics
     from .checkpoints import resolve_resume_checkpoint
     from .export import merge_adapters, save_hub_folder
+    from .streaming import materialize
 
     config = load_config(config)
     args = config.training
@@ -322,6 +337,10 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
         "parameters_sha256": weights_digest(model, parameters_only=True),
         "log_history": trainer.state.log_history,
     }
+    preempted = trainer.preemption.preempted_at_step
+    if preempted is not None:  # a checkpoint, no export: the run is not finished
+        summary.update(preempted=True, checkpoint=str(Path(args.output_dir) / f"checkpoint-{preempted}"))
+        return summary
     if not trainer.is_world_process_zero():
         return summary
     merged = merge_adapters(model)
@@ -330,7 +349,7 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
         metrics[split] = grounding_metrics(
             merged,
             processor,
-            splits[split],
+            materialize(splits[split], config.export.max_eval_samples),
             batch_size=args.per_device_eval_batch_size,
             max_samples=config.export.max_eval_samples,
         )

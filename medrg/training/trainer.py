@@ -1,5 +1,5 @@
-"""`MedRGTrainer`: `transformers.Trainer` that stops at the first non-finite loss or box, and marks complete
-checkpoints.
+"""`MedRGTrainer`: `transformers.Trainer` that stops at the first non-finite loss or box, marks complete
+checkpoints and turns SIGTERM into a checkpoint and a clean stop (`preemption.py`).
 
 A diverged run (too high a learning rate, no gradient clipping) used to hang: NaN boxes make the Hungarian
 matcher's costs NaN. Here the box decoder's output and every loss are checked for NaN/inf as they are computed,
@@ -14,6 +14,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from .checkpoints import mark_complete
+from .preemption import PreemptionCallback
+from .streaming import StreamPosition, is_streamed
 
 LOSS_PARTS = {
     "lm_loss": "lm",
@@ -54,13 +56,42 @@ class CheckpointCompletionCallback(TrainerCallback):
 
 
 class MedRGTrainer(Trainer):
-    """`Trainer` + a finiteness check of every loss and of the box decoder's boxes + checkpoint markers."""
+    """`Trainer` + a finiteness check of every loss and of the box decoder's boxes + checkpoint markers +
+    preemption handling (`self.preemption.preempted_at_step` after a SIGTERM stop)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.add_callback(CheckpointCompletionCallback())
+        self.preemption = PreemptionCallback()
+        self.add_callback(self.preemption)
+        self.stream: StreamPosition | None = None
         self._last_finite_parts: dict | None = None
         self._last_finite_step: int | None = None
+
+    # -- streamed training data: this rank's share, endless, its position saved with every checkpoint ----------
+    def get_train_dataloader(self):
+        if not is_streamed(self.train_dataset):
+            return super().get_train_dataloader()
+        if self.stream is None:
+            self.stream = StreamPosition(self.train_dataset, self.args.process_index, self.args.world_size)
+        # not through `accelerator.prepare`: it would split the stream over the processes a second time
+        return torch.utils.data.DataLoader(
+            self.stream,
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        if self.stream is not None:
+            return dataloader  # positioned by `StreamPosition.restore`: no batch to read and drop
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.stream is not None:
+            self.stream.save(Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
 
     def _step_label(self) -> str:
         if self.model.training:
@@ -94,15 +125,23 @@ class MedRGTrainer(Trainer):
             self._last_finite_parts, self._last_finite_step = parts, self.state.global_step + 1
         return (loss, outputs) if return_outputs else loss
 
-    def train(self, *args, **kwargs):
-        """`Trainer.train` with the box-decoder check hooked in for its duration."""
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`Trainer.train` with the box-decoder check hooked in for its duration (and, for streamed data, the
+        stream position of `resume_from_checkpoint` restored)."""
+        if is_streamed(self.train_dataset) and isinstance(resume_from_checkpoint, (str, Path)):
+            if self.stream is None:
+                self.stream = StreamPosition(
+                    self.train_dataset, self.args.process_index, self.args.world_size
+                )
+            self.stream.restore(resume_from_checkpoint)
         decoders = [m for name, m in self.model.named_modules() if name.rsplit(".", 1)[-1] == "box_decoder"]
         hooks = [m.register_forward_hook(self._check_boxes) for m in decoders]
         try:
-            return super().train(*args, **kwargs)
+            return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
             for hook in hooks:
                 hook.remove()
+            self.preemption.restore_handlers()  # `on_train_end` does not run when a step raised
 
 
 __all__ = ["CheckpointCompletionCallback", "MedRGTrainer", "NonFiniteLossError", "format_loss_parts"]

@@ -29,6 +29,7 @@ BUILDERS = {
     "vindr-cxr": ("vindr_cxr", "build_vindr_cxr"),
     "rsna-pneumonia": ("rsna", "build_rsna"),
     "jsonl": ("jsonl", "build_jsonl"),
+    "parquet": ("parquet_folder", "build_parquet_folder"),
 }
 
 
@@ -37,7 +38,10 @@ def load_grounding_dataset(name: str, data_dir: str | os.PathLike | None = None,
 
     ``options`` are the builder's keyword arguments (e.g. ``examples_per_split``, ``seed``, ``image_size``
     for ``synthcxr``; ``reports`` for ``chestxray8``; ``id_secret`` for the real sources; ``cache_dir`` and
-    ``progress`` for all). An unknown option is a ``TypeError`` naming it and the accepted ones. Raises
+    ``progress`` for all). ``streaming=True`` (every builder) gives an ``IterableDatasetDict`` instead: rows are made
+    (drawn, read, decoded) one at a time as they are consumed, so memory stays flat over any number of rows;
+    ``parquet`` streams a folder written by ``export_to_hub_folder`` shard by shard. An unknown option is a
+    ``TypeError`` naming it and the accepted ones. Raises
     ``DataFormatError`` (a ``ValueError``) naming file, row and field on bad input. Real sources publish
     patient ids only as keyed hashes (secret: ``id_secret`` / ``$MEDRG_ID_SECRET`` / a file beside the data).
     """
@@ -61,6 +65,9 @@ def load_grounding_dataset(name: str, data_dir: str | os.PathLike | None = None,
     size = options.get("image_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise ValueError(f"option image_size must be a positive integer (pixels), got {size!r}")
+    streaming = options.get("streaming", False)
+    if not isinstance(streaming, bool):
+        raise TypeError(f"option streaming must be True or False, got {streaming!r}")
     if key != "synthcxr" and key != "jsonl" and data_dir is None:
         raise ValueError(f"dataset {name!r} is read from a local copy: pass data_dir")
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):

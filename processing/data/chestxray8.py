@@ -12,7 +12,7 @@
     REPORT ROW: an image with 2+ boxes gives one sample per box, each with its own report and exactly one
     finding (that row's label and box); the other boxes of the image are not in that sample because its
     report does not state them. The finding's phrase is a short key phrase taken from the report's own
-    words (``narrative.key_phrase``, e.g. "left pleural effusion"). Row ``source``: ``"chestxray8:gpt"`` /
+    words (``reading_medrg.key_phrase``, e.g. "left pleural effusion"). Row ``source``: ``"chestxray8:gpt"`` /
     ``"chestxray8:llama"``; ``image_id``: ``"<image name>#<writer>:<label>"`` (unique per sample; the part
     before ``#`` is the image file name). Every split the build has must have its file for that writer.
   * ``"all"``: each image once per available source, all in the same splits: the template sample plus, for
@@ -340,6 +340,7 @@ def build_chestxray8(
     id_secret: str | bytes | None = None,
     cache_dir: str | None = None,
     progress: bool | None = None,
+    streaming: bool = False,
 ):
     """Build ChestX-ray8 boxes as a ``DatasetDict`` (policies, ``reports=`` and ids: the module docstring).
 
@@ -368,5 +369,6 @@ def build_chestxray8(
         negatable=NEGATABLE,
         cache_dir=cache_dir,
         progress=progress,
+        streaming=streaming,
         stats=stats,
     )

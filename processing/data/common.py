@@ -369,18 +369,23 @@ def build_dataset_dict(
     cache_dir: str | None = None,
     desc: str = "",
     progress: bool | None = None,
+    streaming: bool = False,
 ):
     """Build a ``DatasetDict`` with ``GROUNDING_FEATURES`` via ``Dataset.from_generator``.
 
     ``split_items``: split -> items; ``make_row(item)`` returns a schema row (image as ``{"bytes": png}``).
     The cache fingerprint is derived from ``fingerprint_parts`` (all options + input file signatures) and
     the split, so a build with other options or edited inputs never returns a stale cached result.
+    ``streaming``: an ``IterableDatasetDict`` instead, nothing written or held: each row is made when it is read
+    (see ``stream_dataset_dict``).
     """
     import datasets
     from tqdm.auto import tqdm
 
     from .schema import GROUNDING_FEATURES
 
+    if streaming:
+        return stream_dataset_dict(split_items, make_row, desc)
     out = {}
     for split, items in split_items.items():
         fp = fingerprint_of("medrg-data-v1", desc, split, len(items), *fingerprint_parts)
@@ -411,6 +416,57 @@ def build_dataset_dict(
             raise unwrap_generation_error(e, f"{desc} split {split!r}") from None
         out[split] = ds
     return datasets.DatasetDict(out)
+
+
+# a stream of up to this many items is cut into this many shards (one item each when fewer): 240 splits evenly
+# over 1-6, 8, 10, 12, 15, 16, 20, 24, 30, 40, 48, 60, 80, 120 and 240 processes, so that
+# `datasets.distributed.split_dataset_by_node` hands each node whole shards and no node makes the rows of another
+STREAM_SHARDS = 240
+
+
+def stream_shards(items: Sequence[Any], count: int = STREAM_SHARDS) -> list[list[Any]]:
+    """``items`` cut into ``min(count, len(items))`` contiguous shards of near-equal size, in order."""
+    count = max(1, min(count, len(items)))
+    size, extra = divmod(len(items), count)
+    shards, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        shards.append(list(items[start:end]))
+        start = end
+    return shards
+
+
+def stream_dataset_dict(
+    split_items: Mapping[str, Sequence[Any]], make_row: Callable[[Any], dict], desc: str = ""
+):
+    """An ``IterableDatasetDict`` with ``GROUNDING_FEATURES``: ``make_row(item)`` runs when the row is read, one
+    row at a time (memory stays flat however many rows pass); images are decoded by ``datasets`` as each row is
+    formatted. Each split has ``STREAM_SHARDS`` shards (fewer for fewer items) for per-node splitting."""
+    import datasets
+
+    from .schema import GROUNDING_FEATURES
+
+    def rows(shards: list[list[Any]], split: str) -> Iterator[dict]:
+        for item in (item for shard in shards for item in shard):
+            try:
+                yield make_row(item)
+            except DataFormatError:
+                raise
+            except Exception as e:  # a reader's raw error: name the item (its annotation row when known)
+                where = getattr(item, "where", None) or f"{desc} split {split!r}, item {item!r}"
+                raise DataFormatError(f"{where}: {type(e).__name__}: {e}") from e
+
+    return datasets.IterableDatasetDict(
+        {
+            split: datasets.IterableDataset.from_generator(
+                rows,
+                features=GROUNDING_FEATURES,
+                gen_kwargs={"shards": stream_shards(items), "split": split},
+                split=datasets.NamedSplit(split),
+            )
+            for split, items in split_items.items()
+        }
+    )
 
 
 def unwrap_generation_error(error: BaseException, where: str) -> DataFormatError:

@@ -175,6 +175,7 @@ def build_jsonl(
     id_secret: str | bytes | None = None,
     cache_dir: str | None = None,
     progress: bool | None = None,
+    streaming: bool = False,
 ):
     """Build a ``DatasetDict`` from JSON-lines files (format, ids and path policy: the module docstring)."""
     if image_ids not in IMAGE_ID_MODES:
@@ -204,4 +205,5 @@ def build_jsonl(
         clip_tolerance_px=clip_tolerance_px,
         cache_dir=cache_dir,
         progress=progress,
+        streaming=streaming,
     )

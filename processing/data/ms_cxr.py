@@ -130,6 +130,7 @@ def build_ms_cxr(
     id_secret: str | bytes | None = None,
     cache_dir: str | None = None,
     progress: bool | None = None,
+    streaming: bool = False,
 ):
     """Build MS-CXR as a ``DatasetDict`` (see the module docstring; ``id_secret``: key of the patient ids)."""
     data_dir = Path(data_dir)
@@ -155,4 +156,5 @@ def build_ms_cxr(
         clip_tolerance_px=clip_tolerance_px,
         cache_dir=cache_dir,
         progress=progress,
+        streaming=streaming,
     )

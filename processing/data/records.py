@@ -201,13 +201,15 @@ def build_from_records(
     progress: bool | None = None,
     fuse=None,
     stats: BuildStats | None = None,
+    streaming: bool = False,
 ):
     """The one path from records to a ``DatasetDict`` (splits train / validation / test, rows sorted by id).
 
     Checks duplicates, patient-disjoint splits and image files (``image_field`` names the annotation field
     in the error), then builds the rows lazily through ``datasets``' cache. ``id_secret``: the key of the
     published patient ids (``common.resolve_id_secret``). ``fuse``: boxes -> boxes of one finding
-    (e.g. the mean of several readers). ``negatable``: categories a written report may deny.
+    (e.g. the mean of several readers). ``negatable``: categories a written report may deny. ``streaming``: an
+    ``IterableDatasetDict`` whose rows are made as they are read (the checks above still run first).
     """
     if not records:
         raise DataFormatError(f"{source}: the annotations hold no image to build")
@@ -235,6 +237,8 @@ def build_from_records(
         cache_dir=None if cache_dir is None else str(cache_dir),
         desc=source,
         progress=progress,
+        streaming=streaming,
     )
-    stats.log()
+    if not streaming:  # a stream makes its rows (and counts what it skips) only when it is read
+        stats.log()
     return dd

@@ -83,6 +83,7 @@ def build_rsna(
     id_secret: str | bytes | None = None,
     cache_dir: str | None = None,
     progress: bool | None = None,
+    streaming: bool = False,
 ):
     """Build RSNA Pneumonia as a ``DatasetDict`` (see the module docstring; ``id_secret``: key of the ids)."""
     data_dir = Path(data_dir)
@@ -106,4 +107,5 @@ def build_rsna(
         clip_tolerance_px=clip_tolerance_px,
         cache_dir=cache_dir,
         progress=progress,
+        streaming=streaming,
     )

@@ -550,7 +550,7 @@ def _expose(rng, img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _template_phrase(rng: np.random.Generator, lesion: Lesion) -> str:
-    """The "template" style's finding phrase (numpy stream, kept so the old reports are reproduced)."""
+    """The "template" style's finding phrase (numpy stream, so that a seed gives the same template reports as it always has)."""
     c, side, zone = lesion.category, lesion.side, lesion.zone
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
     if c in TEMPLATE_NOUNS:
@@ -738,6 +738,7 @@ def build_synthcxr(
     cache_dir: str | None = None,
     progress: bool | None = None,
     report_style: str = DEFAULT_REPORT_STYLE,
+    streaming: bool = False,
 ):
     """Build SynthCXR as a ``DatasetDict`` (splits train/validation/test; defaults 2000/250/500 images).
 
@@ -758,6 +759,7 @@ def build_synthcxr(
         cache_dir=cache_dir,
         desc="SynthCXR",
         progress=progress,
+        streaming=streaming,
     )
 
 

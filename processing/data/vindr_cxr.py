@@ -47,15 +47,18 @@ IMAGE_SUFFIXES = (".dicom", ".dcm", ".png", ".jpg", ".jpeg")
 def cluster_boxes(boxes: list[list[float]], iou_threshold: float) -> list[list[list[float]]]:
     """Greedy single-link clustering of boxes (of one class, several readers) by IoU (xyxy pixels).
 
-    A box joins the first cluster holding a box with IoU >= ``iou_threshold`` (contract D's
-    ``box_iou_matrix``), else starts a new cluster.
+    A box joins the first cluster holding a box with IoU >= ``iou_threshold``, else starts a new cluster.
+    The IoU is transformers' ``box_iou``, as in the processor's per-phrase box suppression (0 for two boxes
+    of zero area).
     """
-    from medrg.evaluation.grounding_accuracy.grounding_metrics import box_iou_matrix
+    import torch
+    from transformers.loss.loss_for_object_detection import box_iou  # on use: that module imports scipy
 
     clusters: list[list[list[float]]] = []
     for b in boxes:
         for c in clusters:
-            if (box_iou_matrix([b], c) >= iou_threshold).any():
+            iou, _ = box_iou(torch.tensor([b], dtype=torch.float64), torch.tensor(c, dtype=torch.float64))
+            if bool((iou.nan_to_num(0.0) >= iou_threshold).any()):
                 c.append(b)
                 break
         else:
@@ -181,6 +184,7 @@ def build_vindr_cxr(
     id_secret: str | bytes | None = None,
     cache_dir: str | None = None,
     progress: bool | None = None,
+    streaming: bool = False,
 ):
     """Build VinDr-CXR as a ``DatasetDict`` (see the module docstring; ``id_secret``: key of the ids)."""
     _check_options(readers, fuse_iou, val_fraction)
@@ -203,6 +207,7 @@ def build_vindr_cxr(
         clip_tolerance_px=clip_tolerance_px,
         cache_dir=cache_dir,
         progress=progress,
+        streaming=streaming,
         fuse=_mean_box if readers == "fuse" else None,
         stats=stats,
     )

@@ -1,19 +1,17 @@
-"""Reliability of the model: hostile or faulty inputs and checkpoints get a clear error or the correct result.
+"""Model inputs: hostile or faulty inputs and checkpoints get a clear error or the correct result.
 
-Table-driven: every case is one function in CASES (issue 9 items 1, 3 and 4 plus what a demanding user tries
-next). Cases that once hung (the Hungarian loop on NaN costs) run under a timer, so a regression fails instead of
-hanging CI.
+Table-driven: every case is one function in CASES (non-finite costs, predictions and targets; missing, renamed
+and mis-shaped weights; answers that could not finish; mis-shaped targets). Cases that could spin forever (the
+Hungarian matcher on NaN costs) run under ``time_limit``, so a hang fails the test instead of blocking CI.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import signal
 
 import pytest
 import torch
-from conftest import xray_like
+from conftest import time_limit, xray_like
 from medrg.modeling_medrg.medrg_loss import box_losses, match_queries_to_targets
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -29,22 +27,6 @@ FINDINGS = [
     ],
 ]
 REPORTS = ["Nodule in the right upper lobe.", "Left pleural effusion. Bilateral effusions."]
-
-
-@contextlib.contextmanager
-def deadline(seconds: float):
-    """Fail (TimeoutError) instead of hanging when the body runs longer than `seconds`."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"did not return within {seconds} s (hang)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _batch(processor, findings=FINDINGS, reports=REPORTS):
@@ -64,10 +46,10 @@ def _rewrite(path, change):
     save_file(weights, path, metadata={"format": "pt"})
 
 
-# ----- issue 9 item 1: NaN never hangs the matcher; non-finite box losses are a clear error -----
+# ----- NaN never hangs the matcher; non-finite box losses are a clear error -----
 def nan_cost_matcher_returns(tiny, tmp_path):
     cost = torch.full((4, 3, 3), float("nan"))
-    with deadline(20):
+    with time_limit(20):
         match = match_queries_to_targets(cost, torch.ones(4, 3, dtype=torch.bool))
     assert match.shape == (4, 3)
 
@@ -75,7 +57,7 @@ def nan_cost_matcher_returns(tiny, tmp_path):
 def nan_predictions_raise_instead_of_hanging(tiny, tmp_path):
     boxes = torch.full((3, 2, 3, 4), float("nan"))
     targets = torch.full((1, 2, 1, 4), 0.5)
-    with deadline(20), pytest.raises(ValueError, match="box predictions .*are not finite"):
+    with time_limit(20), pytest.raises(ValueError, match="box predictions .*are not finite"):
         box_losses(
             boxes, torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), targets, torch.ones(1, 2, 1), 5, 2
         )
@@ -86,7 +68,7 @@ def diverged_model_forward_raises(tiny, tmp_path):
     diverged = copy.deepcopy(model)
     with torch.no_grad():
         diverged.box_decoder.initial_box_head.layers[-1].weight.fill_(float("nan"))
-    with deadline(60), pytest.raises(ValueError, match="not finite .*training has diverged"):
+    with time_limit(60), pytest.raises(ValueError, match="not finite .*training has diverged"):
         diverged(**_batch(processor))
 
 
@@ -98,7 +80,7 @@ def nan_target_boxes_raise(tiny, tmp_path):
         model(**batch)
 
 
-# ----- issue 9 item 3: missing / renamed / mis-shaped weights fail loudly -----
+# ----- missing / renamed / mis-shaped weights fail loudly -----
 def missing_box_decoder_tensor_fails_to_load(tiny, tmp_path):
     path = _saved(tiny, tmp_path)
     _rewrite(path, lambda w: w.pop("box_decoder.score_head.weight"))
@@ -134,7 +116,7 @@ def complete_checkpoint_loads_with_loading_info(tiny, tmp_path):
         assert torch.equal(loaded.eval()(**batch).pred_boxes, model(**batch).pred_boxes)
 
 
-# ----- issue 9 item 4: "could not finish" is not "no finding" -----
+# ----- "could not finish" is not "no finding" -----
 class BanTokens(LogitsProcessor):
     def __init__(self, banned):
         self.banned = banned
@@ -302,5 +284,5 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.__name__ for case in CASES])
-def test_reliability_case(case, tiny, tmp_path):
+def test_model_input_case(case, tiny, tmp_path):
     case(tiny, tmp_path)

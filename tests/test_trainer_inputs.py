@@ -1,16 +1,15 @@
-"""Reliability of `medrg train`: hostile or faulty configs and runs fail at once with one line naming the file and
-the key (issue: reliability items 1, 5, 8), and a diverging run stops with the step and the loss parts instead of
-hanging. Runs that could hang are under `signal.alarm`, so a regression fails instead of blocking CI.
+"""Inputs of `medrg train`: hostile or faulty configs and runs fail at once with one line naming the file and
+the key, and a diverging run stops with the step and the loss parts instead of hanging. Runs that could hang are
+under ``time_limit``, so a hang fails the test instead of blocking CI.
 
 Resume from the last *complete* checkpoint and the no-op resume of a finished run are in test_train_resume.py."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-import signal
 
 import pytest
+from conftest import time_limit
 
 from medrg.cli import main
 
@@ -28,23 +27,6 @@ training:
   logging_steps: 1
   torch_threads: 1
 """
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    """Fail (TimeoutError) instead of hanging; the handler runs between Python bytecodes (the old hang was a
-    pure-Python loop)."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s (hang)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def write_config(tmp_path, text: str | None = None, replace: tuple[str, str] | None = None):
@@ -70,7 +52,7 @@ def run_cli(path, *extra: str) -> str:
 # (case, YAML text (None: BASE), (old, new) text replacement, extra CLI arguments, expected error regex).
 # Every error must be one line naming the config file and the key.
 CONFIG_CASES = [
-    # item 1: configs that reached a NaN loss and hung
+    # configs that reach a NaN loss
     ("lr .inf", None, ("max_steps: 2", "max_steps: 2\n  learning_rate: .inf"), (),
      r"training\.learning_rate must be a finite number > 0, got inf"),
     ("lr .nan", None, None, ("--set", "training.learning_rate=.nan"),
@@ -79,7 +61,7 @@ CONFIG_CASES = [
      r"training\.max_grad_norm must be a finite number >= 0 \(0 or null: no gradient clipping\)"),
     ("max_grad_norm .inf", None, None, ("--set", "training.max_grad_norm=.inf"),
      r"training\.max_grad_norm must be a finite number >= 0"),
-    # item 8: configs that trained nothing, or wrongly, and exited 0
+    # configs that would train nothing, or wrongly, and exit 0
     ("negative epochs", None, ("max_steps: 2", "max_steps: -1\n  num_train_epochs: -1"), (),
      r"training\.num_train_epochs must be a finite number > 0, got -1\.0"),
     ("max_steps < -1", None, None, ("--set", "training.max_steps=-5"),
@@ -98,9 +80,9 @@ CONFIG_CASES = [
     # what a demanding user tries next
     ("key typo", None, ("max_steps: 2", "max_steps: 2\n  learnig_rate: 1e-3"), (),
      r"unknown key training\.learnig_rate in the training config \(did you mean 'learning_rate'\?\)"),
-    ("old trainer_args", None, ("max_steps: 2", "max_steps: 2\n  trainer_args: {seed: 1}"), (),
+    ("trainer_args section", None, ("max_steps: 2", "max_steps: 2\n  trainer_args: {seed: 1}"), (),
      r"unknown key training\.trainer_args .*set TrainingArguments fields directly"),
-    ("old lora.alpha", None, None, ("--set", "lora.alpha=16"), r"unknown key lora\.alpha .*lora\.lora_alpha"),
+    ("lora.alpha (peft names it lora_alpha)", None, None, ("--set", "lora.alpha=16"), r"unknown key lora\.alpha .*lora\.lora_alpha"),
     ("removed HF key", None, None, ("--set", "training.warmup_ratio=0.1"),
      r"unknown key training\.warmup_ratio in the training config \(did you mean 'warmup_steps'\?\)"),
     ("lr as words", None, None, ("--set", "training.learning_rate=fast"),
@@ -211,11 +193,11 @@ def test_accepted_values_reach_training_arguments(tmp_path, assignment, key, exp
     assert value == expected and type(value) is type(expected)
 
 
-# (case, --set overrides, expected error regex): legal configs whose training diverges. They used to hang forever
-# in the box matcher (NaN costs) or export an untrained model; now training stops at once, names the step and the
-# loss parts, and nothing is exported.
+# (case, --set overrides, expected error regex): legal configs whose training diverges. Training stops at once
+# (instead of spinning in the box matcher on NaN costs or exporting an untrained model), names the step and the
+# loss parts, and exports nothing.
 DIVERGING_CASES = [
-    ("lr 1e30 without clipping (the old hang recipe with a finite lr)",
+    ("lr 1e30 without clipping (a finite lr that makes the boxes non-finite)",
      ["training.learning_rate=1e30", "training.max_grad_norm=0", "training.max_steps=4"],
      r"training stopped at step 2: the box decoder predicted non-finite boxes .*last finite step 1: "
      r"lm=[\d.]+, box_l1=[\d.]+, box_giou=[\d.]+, box_confidence=[\d.]+\)"),

@@ -1,4 +1,4 @@
-"""Issue 11, pipeline part: what a demanding user tries with `pipeline("report-grounding")`, one table row each.
+"""Pipeline inputs: what a demanding user tries with `pipeline("report-grounding")`, one table row each.
 
 Runs the embedded default model on the shipped example (docs/example_cxr.png, whose reference findings are in
 docs/example_findings.json), so that filtering, top_k and input forms are checked on real boxes."""
