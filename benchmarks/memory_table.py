@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CONFIGS = {
     "tiny": "configs/tiny.yaml",
-    "default": "configs/default_model.yaml",
+    "default": "configs/fine_tune_default.yaml",  # the embedded default (Lite0 frozen), fine-tuned
     "medrg-small": "configs/medrg_small.yaml",
 }
 LLAMA_7B = {

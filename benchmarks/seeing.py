@@ -110,6 +110,32 @@ def run_writer(writer: str, model, processor, previous, args) -> tuple[list[dict
     return rows, sides
 
 
+def targets(result: dict) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) of the seeing targets, from the table's rows."""
+    rows = {(r["reports"], r["method"]): r for r in result["rows"]}
+    name = result["model"]
+    out = []
+    for writer in ("gpt", "llama"):
+        model, prior = rows[(writer, name)], rows[(writer, "prior (text only)")]
+        shuffled = rows[(writer, f"{name}, another patient's image")]
+        acc, miou = model["accuracy@0.5"], model["mean_iou"]
+        out += [
+            (f"{writer}: acc@0.5 >= 0.38 and mIoU >= 0.42", f"{acc:.3f} / {miou:.3f}", acc >= 0.38 and miou >= 0.42),
+            (f"{writer}: acc@0.1 >= the prior's", f"{model['accuracy@0.1']:.3f} vs {prior['accuracy@0.1']:.3f}",
+             model["accuracy@0.1"] >= prior["accuracy@0.1"]),
+            (f"{writer}: another patient's image >= 0.12 acc@0.5 lower", f"{acc - shuffled['accuracy@0.5']:.3f}",
+             acc - shuffled["accuracy@0.5"] >= 0.12),
+            (f"{writer}: ECE <= 0.05", f"{model['expected_calibration_error']:.3f}",
+             model["expected_calibration_error"] <= 0.05),
+        ]  # fmt: skip
+    gap = rows[("gpt", name)]["accuracy@0.5"] - rows[("llama", name)]["accuracy@0.5"]
+    out.append(("LLaMA within 0.03 acc@0.5 of GPT", f"{gap:+.3f} (GPT - LLaMA)", abs(gap) <= 0.03))
+    for writer, sides in result["sides"].items():
+        out.append((f"{writer}: >= 97 % of side-naming labels on the named side", f"{100 * sides['fraction']:.1f} %",
+                    sides["fraction"] >= 0.97))  # fmt: skip
+    return out
+
+
 def render(result: dict) -> str:
     lines = [
         f"# Seeing: ablations of `{result['model']}` on ChestX-ray8 val (top-1 box per finding, report-guided)",
@@ -123,6 +149,10 @@ def render(result: dict) -> str:
     lines += ["", "| reports | side-naming labels | box centre on the named side |", "|---|---|---|"]
     for writer, sides in result["sides"].items():
         lines.append(f"| {writer} | {sides['side_naming_labels']} | {sides['on_named_side']} ({100 * sides['fraction']:.1f} %) |")  # fmt: skip
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [
+        f"| {target} | {measured} | {'yes' if met else 'no'} |" for target, measured, met in targets(result)
+    ]
     return "\n".join(lines)
 
 
@@ -134,7 +164,13 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     parser.add_argument("--previous", default=None, help="the previous default's folder (a row of the table)")
     parser.add_argument("--data-dir", default=str(DATA))
+    parser.add_argument("--render", metavar="NAME", help="only re-render seeing_NAME.md from its JSON")
     args = parser.parse_args()
+    if args.render:
+        result = json.loads((RESULTS / f"seeing_{args.render}.json").read_text())
+        (RESULTS / f"seeing_{args.render}.md").write_text(render(result) + "\n")
+        print(render(result))
+        return
     from medrg.loading import load_medrg
 
     model, processor = load_medrg(args.model)

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from medrg.defaults import DEFAULT_MODEL_DIR
+from medrg.processing.prompting_medrg import TASK
 
 __version__ = "0.1.0"
-TASK = "report-grounding"
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medrg.processing.pipeline_medrg import CUSTOM_PIPELINE_ENTRY, TASK, ReportGroundingPipeline
+from medrg.processing.pipeline_medrg import TASK, ReportGroundingPipeline, write_code_folder
 
 # folder names that say nothing about the model: the card is then named after the folder above
 _GENERIC_FOLDER_NAMES = {"final", "export", "exported", "model", "output", "outputs", "best", "hub", "tmp"}
@@ -123,22 +123,6 @@ def check_no_local_paths(out_dir: str | os.PathLike) -> None:
             )
 
 
-def _match_file_modes(out: Path) -> None:
-    """Give the weights the permissions of the folder's other files (config.json, i.e. the umask's 0644):
-    transformers writes ``model.safetensors`` through a private temporary file (mode 0600), which other users of
-    a shared or published folder could not read."""
-    mode = (out / "config.json").stat().st_mode & 0o777
-    for weights in out.glob("*.safetensors"):
-        os.chmod(weights, mode)
-
-
-def _add_custom_pipeline(out: Path) -> None:
-    config_file = out / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["custom_pipelines"] = {TASK: dict(CUSTOM_PIPELINE_ENTRY)}
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def save_hub_folder(
     model: Any,
     processor: Any,
@@ -175,8 +159,6 @@ def save_hub_folder(
     Raises:
         ValueError: ``out_dir`` is a file, or a written file would hold an absolute local path.
     """
-    from transformers.dynamic_module_utils import custom_object_save
-
     from medrg.hub_cards.model_card import DEFAULT_LICENSE, render_model_card
 
     _register()  # save_pretrained then writes auto_map and copies the code
@@ -184,12 +166,7 @@ def save_hub_folder(
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file; save_hub_folder needs a folder")
     out.mkdir(parents=True, exist_ok=True)
-    model = merge_adapters(model)
-    model.save_pretrained(out)  # safetensors, config.json with auto_map, modeling code
-    _match_file_modes(out)
-    processor.save_pretrained(out)  # processor_config.json with auto_map, tokenizer, processing code
-    custom_object_save(ReportGroundingPipeline, out)  # pipeline_medrg.py and its sibling imports, flat
-    _add_custom_pipeline(out)
+    write_code_folder(merge_adapters(model), processor, out, ReportGroundingPipeline)
     _strip_local_paths(out)
     if metrics is not None:
         (out / "metrics.json").write_text(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
@@ -199,6 +200,9 @@ class MedRGModel(MedRGPreTrainedModel):
             config.projector_hidden_act,
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        # set by `activation_checkpointing_enable()` (with the LM's layers): a trained vision tower's activations are
+        # recomputed in the backward pass instead of kept
+        self.gradient_checkpointing = False
         self.post_init()
 
     def get_input_embeddings(self):
@@ -214,16 +218,28 @@ class MedRGModel(MedRGPreTrainedModel):
         followed by the grid of each of `levels` (indices into its hidden states)."""
         layer = self.config.vision_feature_layer
         hidden = layer != -1 or bool(levels)
-        outputs = encoder(pixel_values=pixel_values, output_hidden_states=hidden, return_dict=True)
-        features = outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
+
+        def run(pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            outputs = encoder(pixel_values=pixels, output_hidden_states=hidden, return_dict=True)
+            return (outputs.last_hidden_state, *(outputs.hidden_states or ()))
+
+        trains = (
+            self.training and torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
+        )
+        if self.gradient_checkpointing and trains:
+            # recomputed in backward (BatchNorm running statistics then see the batch twice)
+            last, *hidden_states = checkpoint(run, pixel_values, use_reentrant=False)
+        else:
+            last, *hidden_states = run(pixel_values)
+        features = last if layer == -1 else hidden_states[layer]
         grids = [self._as_grid(features)]
         for level in levels or ():
-            if level >= len(outputs.hidden_states):
+            if level >= len(hidden_states):
                 raise ValueError(
                     f"MedRGConfig.box_feature_levels asks for hidden state {level}; the vision tower gives "
-                    f"{len(outputs.hidden_states)}"
+                    f"{len(hidden_states)}"
                 )
-            grids.append(self._as_grid(outputs.hidden_states[level]))
+            grids.append(self._as_grid(hidden_states[level]))
         return tuple(grids)
 
     def _as_grid(self, features: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,10 @@ from transformers import Pipeline
 from transformers.image_utils import load_image as load_url_image
 
 from .image_processing_medrg import load_image
+from .prompting_medrg import TASK
 
 logger = logging.getLogger(__name__)
 
-TASK = "report-grounding"
 # The one default confidence threshold of `pipeline("report-grounding")` and `medrg ground`. It is the default of
 # transformers' zero-shot-object-detection pipeline (the Hub task closest to report grounding): with one box per
 # phrase (`top_k=1`) it drops only hypotheses the model itself rates as unlikely. Evaluation passes 0.0.
@@ -207,6 +207,30 @@ def _package_hub_folder_writer():
     return importlib.import_module("medrg.hub").save_hub_folder
 
 
+def write_code_folder(model, processor, save_directory, pipeline_class=None, **kwargs) -> None:
+    """The one writer of a folder that loads with its own code: `model.save_pretrained` (safetensors weights made
+    readable as the other files, config.json with `auto_map`, the model code), the processor (with the tokenizer
+    and the processing code), the pipeline file and its flat sibling imports, and `custom_pipelines` in
+    config.json. `medrg.hub.save_hub_folder` adds the card and the checks of a published folder."""
+    from transformers.dynamic_module_utils import custom_object_save
+
+    os.makedirs(save_directory, exist_ok=True)
+    model.save_pretrained(save_directory, **kwargs)
+    # transformers writes the weights 0600 (a private temporary file): make them readable as the rest
+    mode = os.stat(os.path.join(save_directory, "config.json")).st_mode & 0o777
+    for name in os.listdir(save_directory):
+        if name.endswith(".safetensors"):
+            os.chmod(os.path.join(save_directory, name), mode)
+    processor.save_pretrained(save_directory, **kwargs)
+    custom_object_save(pipeline_class or ReportGroundingPipeline, save_directory)
+    config_file = os.path.join(save_directory, "config.json")
+    with open(config_file, encoding="utf-8") as handle:
+        config = json.load(handle)
+    config["custom_pipelines"] = {TASK: dict(CUSTOM_PIPELINE_ENTRY)}
+    with open(config_file, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 class ReportGroundingPipeline(Pipeline):
     """Grounds every key finding of a radiology report in its chest X-ray.
 
@@ -292,24 +316,7 @@ class ReportGroundingPipeline(Pipeline):
         if writer is not None and not kwargs:
             writer(self.model, self.processor, save_directory)
             return
-        from transformers.dynamic_module_utils import custom_object_save
-
-        os.makedirs(save_directory, exist_ok=True)
-        self.model.save_pretrained(save_directory, **kwargs)  # weights, config.json with auto_map, model code
-        mode = os.stat(os.path.join(save_directory, "config.json")).st_mode & 0o777
-        for name in os.listdir(
-            save_directory
-        ):  # transformers writes the weights 0600: make them readable as the rest
-            if name.endswith(".safetensors"):
-                os.chmod(os.path.join(save_directory, name), mode)
-        self.processor.save_pretrained(save_directory, **kwargs)  # processor + tokenizer, processing code
-        custom_object_save(self, save_directory)  # the pipeline file and its sibling imports, flat
-        config_file = os.path.join(save_directory, "config.json")
-        with open(config_file, encoding="utf-8") as handle:
-            config = json.load(handle)
-        config["custom_pipelines"] = {TASK: dict(CUSTOM_PIPELINE_ENTRY)}
-        with open(config_file, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_code_folder(self.model, self.processor, save_directory, type(self), **kwargs)
 
     def _sanitize_parameters(
         self,
@@ -522,5 +529,6 @@ __all__ = [
     "DEFAULT_TOP_K",
     "DEFAULT_URL_TIMEOUT_S",
     "TASK",
+    "write_code_folder",
     "ReportGroundingPipeline",
 ]

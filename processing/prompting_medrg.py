@@ -6,6 +6,8 @@ Answer: " {phrase 1}<BOX>; {phrase 2}<BOX>." + EOS, or " {no_finding_answer}" + 
 
 from __future__ import annotations
 
+TASK = "report-grounding"  # the pipeline task name (transformers' `pipeline(TASK)`)
+
 DEFAULT_INSTRUCTION = "Read the chest X-ray report and ground each key finding phrase in the image."
 DEFAULT_NO_FINDING_ANSWER = "No finding."
 REPORT_PREFIX = "\n{instruction}\nReport: "

@@ -13,7 +13,7 @@ The LM, its tokenizer and the phrase read-out start from `--start` (default `run
 embedded default, trained from scratch by `medrg train --config configs/default_model.yaml`). Data: the ChestX-ray8
 train part (../shared/data/chestxray8) with the template and the GPT reports (the LLaMA reports are never read:
 scoring on them measures a writer the model never saw) + SynthCXR train examples (drawn at 256 px) for the
-language of negations and normal reports. Then measure and install with `benchmarks/train_default_model.py`.
+language of negations and normal reports. Then measure and install with `recipes/install_default_model.py`.
 
 The box decoder starts from the phrase's box prior (the mean ChestX-ray8 training box of its finding, side and
 zone; fitted here from the training phrases and saved in the processor) and the image moves it. This recipe (1500
@@ -381,7 +381,7 @@ def write_summary(recipe: Recipe, cache_dir: Path, out: Path, train_seconds: flo
         "recipe": recipe.__dict__,
         "train_seconds": train_seconds,
         "cache_seconds": cache_seconds,
-        # what the model card says of this training (benchmarks/train_default_model.py copies it into metrics.json)
+        # what the model card says of this training (recipes/install_default_model.py copies it into metrics.json)
         "card": {
             "recipe": "`RECIPE.md` (`recipes/default_model.py`)",
             "data": "the ChestX-ray8 train part (599 images; template and GPT-written reports; each image in "

@@ -470,3 +470,27 @@ def test_text_first_box_does_not_depend_on_the_image():
 def test_feature_pyramid_settings_are_checked(overrides, message):
     with pytest.raises(ValueError, match=message):
         medrg.MedRGConfig(**overrides)
+
+
+def test_activation_checkpointing_recomputes_the_vision_tower_with_the_same_gradients():
+    """`activation_checkpointing_enable()` (the `training.activation_checkpointing` of a config) covers a trained vision tower too (its activations are recomputed in the
+    backward pass): the same loss and the same gradients as without it."""
+    results = []
+    for enable in (False, True):
+        model, processor = medrg.build_tiny_medrg(seed=0)
+        model.train()
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert model.model.gradient_checkpointing
+        calls = []
+        model.model.vision_tower.register_forward_pre_hook(lambda module, args, calls=calls: calls.append(1))
+        out = model(**_batch(processor))
+        out.loss.backward()
+        assert len(calls) == (2 if enable else 1)  # recomputed in the backward pass
+        tower = [p.grad.clone() for p in model.model.vision_tower.parameters() if p.grad is not None]
+        results.append((out.loss.detach(), tower))
+    (loss, grads), (loss_ckpt, grads_ckpt) = results
+    torch.testing.assert_close(loss_ckpt, loss)
+    assert len(grads) == len(grads_ckpt) > 0
+    for plain, recomputed in zip(grads, grads_ckpt):
+        torch.testing.assert_close(recomputed, plain, rtol=1e-4, atol=1e-6)

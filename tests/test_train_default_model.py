@@ -26,7 +26,7 @@ def test_default_model_is_small_and_documented():
 
 def test_default_model_matches_the_model_code():
     """Every weight of the installed code is in the shipped file (a changed architecture needs a retrained default:
-    `python benchmarks/train_default_model.py`)."""
+    `python recipes/install_default_model.py`)."""
     from medrg import MedRGForReportGrounding
 
     _, info = MedRGForReportGrounding.from_pretrained(str(FOLDER), output_loading_info=True)

@@ -144,7 +144,7 @@ def _fine_tune_config(tmp_path: Path, data_dir: Path, **training) -> Path:
     import yaml
 
     config = yaml.safe_load((REPO_ROOT / "configs" / "fine_tune_default.yaml").read_text())
-    assert config["model"] == {"source": "checkpoint", "checkpoint": "default"}
+    assert config["model"] == {"source": "checkpoint", "checkpoint": "default", "freeze_vision_tower": True}
     config["data"]["sources"][0]["data_dir"] = str(data_dir)
     config["training"].update(output_dir=str(tmp_path / "run"), **training)
     file = tmp_path / "fine_tune.yaml"

@@ -2,9 +2,9 @@
 already trained folder), measure it beside the text-only prior on SynthCXR test and ChestX-ray8 val, and install
 weights + config + processor + metrics.json + RECIPE.md + an example image into the package.
 
-    python benchmarks/train_default_model.py                      # train (~20-30 min on 2 CPU cores) + install
-    python benchmarks/train_default_model.py --trained runs/default_model/final   # install a trained folder
-    python benchmarks/train_default_model.py --trained runs/default_v2/final      # the recipes/default_model.py run
+    python recipes/install_default_model.py                      # train (~20-30 min on 2 CPU cores) + install
+    python recipes/install_default_model.py --trained runs/default_model/final   # install a trained folder
+    python recipes/install_default_model.py --trained runs/default_v2/final      # the recipes/default_model.py run
 
 A `train_summary.json` beside the trained folder gives the training time (and, from `recipes/default_model.py`,
 what the model card says of the training).
