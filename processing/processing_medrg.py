@@ -540,7 +540,7 @@ class MedRGProcessor(ProcessorMixin):
         where `phrase` names one side of the patient ("left pleural effusion") and the box's centre lies on the
         other half (the patient's right is the image's left half): a finding the report puts on one side is boxed
         on that side."""
-        side = BoxPrior.side(self.prior, phrase, self.reader)
+        side = self.prior.side(phrase, self.reader)
         if side not in ("right", "left"):
             return boxes
         centre = (boxes[:, 0] + boxes[:, 2]) / 2
@@ -608,7 +608,7 @@ class MedRGProcessor(ProcessorMixin):
                 kept = self._select_boxes(
                     pixels[slot], scores[sample, slot], threshold, keep_top_box, nms_iou, top_k
                 )
-                if BoxPrior.side(self.prior, phrase, self.reader) == "bilateral":
+                if self.prior.side(phrase, self.reader) == "bilateral":
                     kept = self._select_per_side(
                         pixels[slot], scores[sample, slot], width, threshold, keep_top_box, nms_iou, top_k
                     )

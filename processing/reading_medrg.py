@@ -657,9 +657,6 @@ def zone_of(text: str) -> str:
     return next((zone for pattern, zone in _ZONES if pattern.search(text)), "")
 
 
-_zone = zone_of
-
-
 def _modifier(word: str) -> bool:
     return word in MODIFIER_WORDS or bool(_NUMBER.match(word)) or word.endswith("-sized")
 
@@ -792,7 +789,7 @@ class ReportReader:
                 continue
             for label, side in _labels_of(sentences, by_sentence, same_category, mention, vocabulary):
                 label = " ".join(label.split()).strip(" ,;:")
-                zone = _zone(label) if vocabulary.sided(mention.category) else ""
+                zone = zone_of(label) if vocabulary.sided(mention.category) else ""
                 side = side if vocabulary.sided(mention.category) else ""
                 merged = False
                 for index, (category, other_side, other_zone) in enumerate(keys):
