@@ -161,6 +161,18 @@ class MedRGConfig(PreTrainedConfig):
             )
         if self.num_image_tokens is not None:
             positive_int("num_image_tokens")
+        ids = {"image_token_id": self.image_token_id, "box_token_id": self.box_token_id}
+        for name, value in ids.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"MedRGConfig.{name} must be a non-negative integer or None, got {value!r}")
+        if self.image_token_id is not None and self.image_token_id == self.box_token_id:
+            raise ValueError(
+                f"MedRGConfig.image_token_id and box_token_id must differ, both are {self.image_token_id}"
+            )
+        self._check_choices()
+        self._check_levels()
+
+    def _check_choices(self) -> None:
         if self.vision_feature_select not in _FEATURE_SELECTS:
             raise ValueError(
                 f"MedRGConfig.vision_feature_select must be one of {_FEATURE_SELECTS}, got {self.vision_feature_select!r}"
@@ -173,7 +185,6 @@ class MedRGConfig(PreTrainedConfig):
             raise ValueError(
                 'MedRGConfig.box_feature_source="grounding_encoder" needs a grounding_vision_config'
             )
-        self._check_levels()
         for name in (
             "lm_loss_weight",
             "box_l1_loss_weight",
@@ -192,14 +203,6 @@ class MedRGConfig(PreTrainedConfig):
         if self.box_initial_source not in _BOX_INITIAL_SOURCES:
             raise ValueError(
                 f"MedRGConfig.box_initial_source must be one of {_BOX_INITIAL_SOURCES}, got {self.box_initial_source!r}"
-            )
-        ids = {"image_token_id": self.image_token_id, "box_token_id": self.box_token_id}
-        for name, value in ids.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"MedRGConfig.{name} must be a non-negative integer or None, got {value!r}")
-        if self.image_token_id is not None and self.image_token_id == self.box_token_id:
-            raise ValueError(
-                f"MedRGConfig.image_token_id and box_token_id must differ, both are {self.image_token_id}"
             )
 
     def _check_levels(self) -> None:
@@ -225,4 +228,19 @@ class MedRGConfig(PreTrainedConfig):
         self.box_feature_levels, self.box_feature_channels = levels, channels
 
 
-__all__ = ["MedRGConfig"]
+def feature_channels(config) -> int:
+    """Channel width of the last hidden state of a vision config (ViT-like `hidden_size` or CNN `hidden_sizes`)."""
+    hidden_sizes = getattr(config, "hidden_sizes", None)
+    if hidden_sizes:
+        return int(hidden_sizes[-1])
+    for name in ("hidden_size", "hidden_dim", "embed_dim"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(
+        f"Cannot tell the feature width of vision config {type(config).__name__}: it has none of "
+        "hidden_sizes, hidden_size, hidden_dim, embed_dim"
+    )
+
+
+__all__ = ["MedRGConfig", "feature_channels"]

@@ -313,4 +313,33 @@ class MedRGBoxDecoder(nn.Module):
         )
 
 
-__all__ = ["MedRGBoxDecoder"]
+def box_references(batch_index: torch.Tensor, reference_boxes, reference_boxes_mask) -> tuple:
+    """`(M, [S,] 4)` reference box(es) and `(M,)` mask of each `<BOX>` (the i-th `<BOX>` of a sample takes
+    `reference_boxes[sample, i]`; none past the given ones), or `(None, None)` without references."""
+    if reference_boxes is None:
+        return None, None
+    if reference_boxes.dim() not in (3, 4) or reference_boxes.shape[-1] != 4:
+        raise ValueError(
+            "reference_boxes must be (batch, findings, 4) or (batch, findings, starts, 4) cxcywh, got "
+            f"{tuple(reference_boxes.shape)}"
+        )
+    if not bool(torch.isfinite(reference_boxes).all()):
+        raise ValueError("reference_boxes has a NaN or infinite coordinate")
+    given = reference_boxes.shape[1]
+    mask = (
+        torch.ones(reference_boxes.shape[:2], dtype=torch.bool, device=reference_boxes.device)
+        if reference_boxes_mask is None
+        else reference_boxes_mask.bool()
+    )
+    batch_index = batch_index.to(reference_boxes.device)
+    # rank of each <BOX> within its sample (box positions come sorted by sample, then position)
+    first = torch.searchsorted(batch_index, batch_index, right=False)
+    rank = torch.arange(batch_index.shape[0], device=batch_index.device) - first
+    inside = rank < given
+    rank = rank.clamp(max=max(given - 1, 0))
+    if given == 0:
+        return reference_boxes.new_zeros(batch_index.shape[0], *reference_boxes.shape[2:]), inside
+    return reference_boxes[batch_index, rank], mask[batch_index, rank] & inside
+
+
+__all__ = ["MedRGBoxDecoder", "box_references"]

@@ -15,8 +15,9 @@ The language model chooses the order of the phrases (unless the guide keeps the 
 n-th `<BOX>` is the n-th phrase, which lets a reference box per phrase reach the box decoder), and the hidden state at each `<BOX>` (which has read
 the image, the whole report and the phrase) conditions the box decoder exactly as without the guide. Where the
 guide leaves one token only (the rest of a phrase once its first token is chosen, its `<BOX>`, the separator, the
-end), `forced_tokens` names the whole forced run, so that `generate_grounding` feeds it to the LM in one forward
-(jump-forward decoding) instead of one forward per token. The token pieces are encoded exactly as the processor
+end), `forced_tokens` names the whole forced run: passed as `forced_tokens_fn` to `generate_grounding` (as
+`processor.guided_decoding` does), the run is fed to the LM in one forward (jump-forward decoding) instead of one
+forward per token; as a logits processor alone the guide decodes token by token with the same answer. The token pieces are encoded exactly as the processor
 encodes training answers (`processing_medrg._answer_ids`).
 """
 

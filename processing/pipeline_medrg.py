@@ -16,6 +16,7 @@ from transformers import Pipeline
 from transformers.image_utils import load_image as load_url_image
 
 from .image_processing_medrg import load_image
+from .processing_medrg import DEFAULT_MAX_NEW_TOKENS
 from .prompting_medrg import TASK
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ logger = logging.getLogger(__name__)
 # phrase (`top_k=1`) it drops only hypotheses the model itself rates as unlikely. Evaluation passes 0.0.
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_TOP_K = 1  # boxes per finding phrase
-DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_URL_TIMEOUT_S = 30.0  # seconds to fetch an http(s) image
 # the `custom_pipelines` entry of a saved folder's config.json (what `Pipeline.save_pretrained` writes for a
 # registered task, without the local default model)
@@ -423,21 +423,13 @@ class ReportGroundingPipeline(Pipeline):
 
     def _forward(self, model_inputs, max_new_tokens: int | None = None):
         input_ids = model_inputs["input_ids"]
-        generate_kwargs = {}
-        references = {}
         if "report_phrases" in model_inputs:
             phrase_lists = _phrase_lists(model_inputs["report_phrases"], input_ids.shape[0])
-            guide = self.processor.report_guide(phrase_lists, input_ids.shape[1])
-            generate_kwargs["logits_processor"] = [guide]
-            if guide.options and guide.options[0].get("in_order"):
-                # the n-th <BOX> names the n-th phrase: its prior box is the box decoder's first box
-                references = self.processor.reference_boxes(
-                    [self.processor.guide_phrases(p) for p in phrase_lists], model_inputs["image_sizes"]
-                )
-            if max_new_tokens is None:
-                max_new_tokens = max(DEFAULT_MAX_NEW_TOKENS, guide.min_new_tokens())
-        if max_new_tokens is None:
-            max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+            decoding = self.processor.guided_decoding(
+                phrase_lists, input_ids.shape[1], model_inputs["image_sizes"], max_new_tokens
+            )
+        else:
+            decoding = {"max_new_tokens": max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
         # Inference runs in eval mode whatever mode the caller left the model in (a model fresh from a builder or
         # from `Trainer` is in train mode: BatchNorm would use and update batch statistics, dropout would be on),
         # and the caller's mode is restored module by module afterwards: a call never changes the model.
@@ -449,9 +441,7 @@ class ReportGroundingPipeline(Pipeline):
                 input_ids=input_ids,
                 pixel_values=model_inputs["pixel_values"],
                 attention_mask=model_inputs["attention_mask"],
-                max_new_tokens=max_new_tokens,
-                **references,
-                **generate_kwargs,
+                **decoding,
             )
         finally:
             for module in training:
@@ -459,7 +449,8 @@ class ReportGroundingPipeline(Pipeline):
         # every value batched along dim 0, so that the pipeline can split a batch into its inputs
         batch = output.sequences.shape[0]
         return {
-            "sequences": output.sequences[:, output.prompt_length :],
+            "sequences": output.sequences,
+            "prompt_length": torch.full((batch,), output.prompt_length, dtype=torch.long),
             "generated_mask": output.generated_mask,
             "pred_boxes": output.pred_boxes,
             "pred_scores": output.pred_scores,
@@ -468,7 +459,7 @@ class ReportGroundingPipeline(Pipeline):
             "image_sizes": model_inputs["image_sizes"],
             "report_truncated": model_inputs["report_truncated"],
             "input_index": model_inputs["input_index"],
-            "max_new_tokens": torch.full((batch,), max_new_tokens, dtype=torch.long),
+            "max_new_tokens": torch.full((batch,), decoding["max_new_tokens"], dtype=torch.long),
             "guided": torch.full((batch,), "report_phrases" in model_inputs, dtype=torch.bool),
             "reading": model_inputs["reading"],
         }
@@ -482,8 +473,7 @@ class ReportGroundingPipeline(Pipeline):
         return_status: bool = False,
         threshold_set: bool = False,
     ):
-        outputs = {**model_outputs, "prompt_length": 0}  # `sequences` holds the generated ids only
-        outputs.pop("reading", None)
+        outputs = {key: value for key, value in model_outputs.items() if key != "reading"}
         guided = bool(model_outputs["guided"].reshape(-1)[0])
         # a caller-set threshold filters every box; without one a guided finding keeps its best box
         if keep_top_box is None:

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from transformers import BatchFeature, ProcessorMixin
+from transformers import BatchFeature, LogitsProcessorList, ProcessorMixin
 from transformers.image_transforms import center_to_corners_format, corners_to_center_format
 
 from .box_prior_medrg import BoxPrior
@@ -28,6 +28,8 @@ from .reading_medrg import MAX_REPORT_CHARS, ReadResult, ReportReader
 from .vocabulary_medrg import FindingVocabulary
 
 IGNORE_INDEX = -100
+# the generation budget of an answer (a guided answer gets more when its findings need more)
+DEFAULT_MAX_NEW_TOKENS = 64
 
 
 def platt_scale(scores: torch.Tensor, a: float, b: float) -> torch.Tensor:
@@ -251,8 +253,8 @@ class MedRGProcessor(ProcessorMixin):
         require_all: bool = True,
         in_order: bool | None = None,
     ) -> ReportGuide:
-        """A [`ReportGuide`] (a `LogitsProcessor` for `model.generate_grounding(..., logits_processor=[guide])`)
-        that lets sample i's answer name only `phrases[i]` (from `report_phrases`), each once, every one of them
+        """A [`ReportGuide`] (a `LogitsProcessor`; `guided_decoding` passes it to `model.generate_grounding` with
+        its forced runs) that lets sample i's answer name only `phrases[i]` (from `report_phrases`), each once, every one of them
         when `require_all`, and gives the no-finding answer when `phrases[i]` is empty. `in_order` (default: True
         when the processor has a `box_prior`): the phrases come in the given order, so that the n-th `<BOX>` is
         `phrases[i][n]` and takes `reference_boxes(phrases, ...)[n]`."""
@@ -275,6 +277,32 @@ class MedRGProcessor(ProcessorMixin):
         return ReportGuide(
             options, prompt_length, self.box_token_id, self.tokenizer.eos_token_id, require_all=require_all
         )
+
+    def guided_decoding(
+        self,
+        phrases: list[list[str]],
+        prompt_length: int,
+        image_sizes,
+        max_new_tokens: int | None = None,
+        require_all: bool = True,
+        in_order: bool | None = None,
+    ) -> dict:
+        """The arguments of `model.generate_grounding` for the report-guided answers of a batch of left-padded
+        prompts `prompt_length` long: `logits_processor` (the [`ReportGuide`] of `report_guide(phrases, ...)`),
+        `forced_tokens_fn` (its forced runs, decoded jump-forward), `max_new_tokens` (as given, default
+        `DEFAULT_MAX_NEW_TOKENS` or what the longest allowed answer needs if more) and, for an in-order guide with
+        a `box_prior`, the phrases' `reference_boxes` and `reference_boxes_mask` (`image_sizes` `(B, 2)`)."""
+        if in_order is None:
+            in_order = bool(self.prior)
+        guide = self.report_guide(phrases, prompt_length, require_all=require_all, in_order=in_order)
+        decoding = {
+            "logits_processor": LogitsProcessorList([guide]),
+            "forced_tokens_fn": guide.forced_tokens,
+            "max_new_tokens": max_new_tokens or max(DEFAULT_MAX_NEW_TOKENS, guide.min_new_tokens()),
+        }
+        if in_order:  # the n-th <BOX> names the n-th phrase: its prior box is the box decoder's first box
+            decoding.update(self.reference_boxes([self.guide_phrases(p) for p in phrases], image_sizes))
+        return decoding
 
     def guide_phrases(self, phrases: list[str]) -> list[str]:
         """The phrases as the guide asks for them (cleaned, each once): the n-th `<BOX>` of an in-order guided
@@ -368,6 +396,8 @@ class MedRGProcessor(ProcessorMixin):
         findings=None,
         return_tensors: str | None = "pt",
         return_report_truncated: bool = False,
+        guided: bool | None = None,
+        max_new_tokens: int | None = None,
         **kwargs,
     ) -> BatchFeature:
         """
@@ -379,6 +409,12 @@ class MedRGProcessor(ProcessorMixin):
             return_report_truncated: also return `report_truncated`, a `(B,)` bool tensor, True where the report
                 was cut to fit `max_length` (a warning is issued either way). Off by default so that
                 `model(**inputs)` takes every returned key.
+            guided: prepare generation, so that `model.generate_grounding(**inputs)` runs it: True adds the
+                report-guided decoding of `guided_decoding` (the guide as `logits_processor`, its
+                `forced_tokens_fn`, `max_new_tokens` and, with a `box_prior`, `reference_boxes`); False adds
+                `max_new_tokens` only (the model writes freely). None (default): model inputs only.
+            max_new_tokens: the generation budget with `guided` (default: `DEFAULT_MAX_NEW_TOKENS`, or what the
+                guided answer needs if more).
 
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask` `(B, L)` (left-padded), `pixel_values` `(B, C, S, S)`,
@@ -388,23 +424,9 @@ class MedRGProcessor(ProcessorMixin):
         """
         if kwargs:
             raise TypeError(f"MedRGProcessor got unexpected arguments: {sorted(kwargs)}")
-        if images is None or text is None:
-            raise ValueError("MedRGProcessor needs both images and text (the reports)")
-        single = not isinstance(text, (list, tuple))
-        reports = [text] if single else list(text)
-        image_list = [images] if (single or not isinstance(images, (list, tuple))) else list(images)
-        if len(image_list) != len(reports):
-            raise ValueError(
-                f"Got {len(image_list)} images for {len(reports)} reports; pass one report per image"
-            )
-        if not reports:
-            raise ValueError("MedRGProcessor got an empty batch")
-        if findings is not None:
-            findings_list = [findings] if single else list(findings)
-            if len(findings_list) != len(reports):
-                raise ValueError(f"Got {len(findings_list)} findings lists for {len(reports)} reports")
-        for index, report in enumerate(reports):
-            self._check_report(report, index)
+        if guided is not None and findings is not None:
+            raise ValueError("guided prepares generation; findings are training targets: pass one of them")
+        image_list, reports, findings_list = self._as_batch(images, text, findings)
         image_inputs = self.image_processor(image_list, return_tensors="pt")
         answers: list[list[int]] = [[] for _ in reports]
         target_rows = []
@@ -440,7 +462,43 @@ class MedRGProcessor(ProcessorMixin):
             data.update(self.reference_boxes(phrases, image_inputs["image_sizes"]))
         if return_report_truncated:
             data["report_truncated"] = torch.tensor(truncated, dtype=torch.bool)
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        batch = BatchFeature(data=data, tensor_type=return_tensors)
+        if guided is not None:
+            prompt_length = data["input_ids"].shape[1]
+            batch.update(
+                self._decoding(reports, prompt_length, image_inputs["image_sizes"], guided, max_new_tokens)
+            )
+        return batch
+
+    def _decoding(
+        self, reports: list[str], prompt_length: int, image_sizes, guided: bool, max_new_tokens
+    ) -> dict:
+        """The generation arguments of `__call__(..., guided=...)`."""
+        if not guided:
+            return {"max_new_tokens": max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
+        return self.guided_decoding(self.report_phrases(reports), prompt_length, image_sizes, max_new_tokens)
+
+    def _as_batch(self, images, text, findings) -> tuple[list, list[str], list | None]:
+        """The call's images, reports and findings as lists of one entry per sample, checked."""
+        if images is None or text is None:
+            raise ValueError("MedRGProcessor needs both images and text (the reports)")
+        single = not isinstance(text, (list, tuple))
+        reports = [text] if single else list(text)
+        image_list = [images] if (single or not isinstance(images, (list, tuple))) else list(images)
+        if len(image_list) != len(reports):
+            raise ValueError(
+                f"Got {len(image_list)} images for {len(reports)} reports; pass one report per image"
+            )
+        if not reports:
+            raise ValueError("MedRGProcessor got an empty batch")
+        findings_list = None
+        if findings is not None:
+            findings_list = [findings] if single else list(findings)
+            if len(findings_list) != len(reports):
+                raise ValueError(f"Got {len(findings_list)} findings lists for {len(reports)} reports")
+        for index, report in enumerate(reports):
+            self._check_report(report, index)
+        return image_list, reports, findings_list
 
     @staticmethod
     def _pad_targets(target_rows: list[list[torch.Tensor]]) -> dict:
@@ -626,4 +684,4 @@ class MedRGProcessor(ProcessorMixin):
         return results
 
 
-__all__ = ["IGNORE_INDEX", "MedRGProcessor", "platt_scale"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "IGNORE_INDEX", "MedRGProcessor", "platt_scale"]

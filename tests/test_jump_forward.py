@@ -1,7 +1,8 @@
 """Jump-forward decoding under the report guide. `ReportGuide.forced_tokens` names the tokens the guide
-leaves no choice about; `generate_grounding` feeds each such run to the LM in one forward and reads the LM's
-logits only where the guide leaves a choice. Its answers and boxes are those of token-by-token guided `generate`,
-with far fewer LM forwards (a 10-finding report: at least 3x fewer than tokens generated)."""
+leaves no choice about; `generate_grounding` (with `forced_tokens_fn`, as `processor(..., guided=True)` prepares it)
+feeds each such run to the LM in one forward and reads the LM's logits only where the guide leaves a choice. Its
+answers are those of transformers' token-by-token `generate` under the guide and its boxes those of token-by-token
+decoding, with far fewer LM forwards (a 10-finding report: at least 3x fewer than tokens generated)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ REPORTS = {
 
 
 class TokenByToken(LogitsProcessor):
-    """The guide's mask without `forced_tokens`: `generate_grounding` then decodes with `generate`, one forward
-    per token (the reference)."""
+    """The guide's mask as a second, separate logits processor."""
 
     def __init__(self, guide):
         self.guide = guide
@@ -54,29 +54,38 @@ def _images(model_name, count):
     return [xray_like(seed=i) for i in range(count)]
 
 
-def _run(model, processor, reports, images, guide_factory=None, max_new_tokens=None):
-    """Jump-forward and token-by-token outputs for one batch, with the LM forward counts of each."""
-    inputs = processor(images=images, text=reports, return_tensors="pt")
-    prompt = inputs["input_ids"].shape[1]
+def _counted(model, method, **kwargs):
+    counter = CountLMForwards(model)
+    try:
+        return method(**kwargs), counter.calls
+    finally:
+        counter.remove()
+
+
+def _run(model, processor, reports, images, max_new_tokens=None):
+    """Jump-forward output and the token-by-token reference (`generate_grounding` without the forced runs), with
+    the LM forward counts of jump-forward and of transformers' own `generate` under the guide, whose answers the
+    reference has."""
+    inputs = processor(
+        images=images, text=reports, return_tensors="pt", guided=True, max_new_tokens=max_new_tokens
+    )
     phrases = processor.report_phrases(reports)
-    guide = processor.report_guide(phrases, prompt)
-    if max_new_tokens is None:
-        max_new_tokens = max(64, guide.min_new_tokens())
-    results = []
-    for processors in (LogitsProcessorList([guide]), [TokenByToken(guide)]):
-        counter = CountLMForwards(model)
-        try:
-            out = model.generate_grounding(
-                inputs["input_ids"],
-                inputs["pixel_values"],
-                inputs["attention_mask"],
-                max_new_tokens=max_new_tokens,
-                logits_processor=processors,
-            )
-        finally:
-            counter.remove()
-        results.append((out, counter.calls))
-    return inputs, phrases, results
+    jump, jump_calls = _counted(model, model.generate_grounding, **inputs)
+    token_by_token = {key: value for key, value in inputs.items() if key != "forced_tokens_fn"}
+    reference, reference_calls = _counted(model, model.generate_grounding, **token_by_token)
+    plain, plain_calls = _counted(
+        model,
+        model.generate,
+        input_ids=inputs["input_ids"],
+        pixel_values=inputs["pixel_values"],
+        attention_mask=inputs["attention_mask"],
+        max_new_tokens=inputs["max_new_tokens"],
+        logits_processor=inputs["logits_processor"],
+        do_sample=False,
+    )
+    assert torch.equal(plain, reference.sequences)
+    assert reference_calls == plain_calls + int(bool((plain[:, -1] == processor.box_token_id).any()))
+    return inputs, phrases, [(jump, jump_calls), (reference, plain_calls)]
 
 
 def _assert_same(jump, reference):
@@ -254,31 +263,36 @@ def test_jump_forward_cut_off_by_max_new_tokens(model_name, tiny_sharp, default_
             assert int(jump.box_token_positions[1].max()) == jump.sequences.shape[1] - 1
 
 
-def test_other_decoding_settings_fall_back_to_generate(tiny_sharp):
-    """Extra logits processors, sampling or no cache: `generate` (one forward per token) as before."""
+def test_jump_forward_under_other_generation_settings(tiny_sharp):
+    """Forced runs skip LM forwards whatever else `generate` is asked (more logits processors, no cache) with the
+    same answers; one sequence per input only."""
     model, processor = tiny_sharp
-    reports = [REPORTS[3]]
-    inputs = processor(images=_images("tiny", 1), text=reports, return_tensors="pt")
-    guide = processor.report_guide(processor.report_phrases(reports), inputs["input_ids"].shape[1])
-    assert model._jump_forward_guide({"logits_processor": [guide], "do_sample": False}) is guide
-    assert model._jump_forward_guide({"logits_processor": [TokenByToken(guide)]}) is None
-    assert model._jump_forward_guide({"logits_processor": [guide, TokenByToken(guide)]}) is None
-    assert model._jump_forward_guide({"logits_processor": [guide], "use_cache": False}) is None
-    assert model._jump_forward_guide({"logits_processor": [guide], "do_sample": True}) is None
-    assert model._jump_forward_guide({"logits_processor": [guide], "repetition_penalty": 1.3}) is None
-    assert model._jump_forward_guide({"logits_processor": [guide], "stopping_criteria": []}) is None
-    assert model._jump_forward_guide({}) is None
-    counter = CountLMForwards(model)
-    try:
-        out = model.generate_grounding(
-            inputs["input_ids"],
-            inputs["pixel_values"],
-            inputs["attention_mask"],
-            max_new_tokens=64,
-            logits_processor=[guide],
-            use_cache=False,
-        )
-    finally:
-        counter.remove()
-    assert counter.calls == out.sequences.shape[1] - out.prompt_length
-    assert out.box_mask.sum().item() == 3
+    inputs = processor(images=_images("tiny", 1), text=[REPORTS[3]], return_tensors="pt", guided=True)
+    base, base_calls = _counted(model, model.generate_grounding, **inputs)
+    guide = inputs["logits_processor"][0]
+    twice = {**inputs, "logits_processor": LogitsProcessorList([guide, TokenByToken(guide)])}
+    for options in ({"use_cache": False}, twice):
+        out, calls = _counted(model, model.generate_grounding, **{**inputs, **options})
+        assert torch.equal(out.sequences, base.sequences) and torch.equal(out.box_mask, base.box_mask)
+        assert torch.allclose(out.pred_boxes, base.pred_boxes, rtol=0, atol=TOLERANCE)
+        assert calls == base_calls < out.sequences.shape[1] - out.prompt_length
+    assert base.box_mask.sum().item() == 3
+    with pytest.raises(ValueError, match="one sequence per input"):
+        model.generate_grounding(**inputs, num_beams=2)
+
+
+def test_processor_prepares_guided_and_free_decoding(tiny):
+    _, processor = tiny
+    reports = [REPORTS[3], REPORTS[0]]
+    images = _images("tiny", 2)
+    inputs = processor(images=images, text=reports, return_tensors="pt", guided=True)
+    guide = inputs["logits_processor"][0]
+    assert inputs["forced_tokens_fn"] == guide.forced_tokens
+    assert inputs["max_new_tokens"] == max(64, guide.min_new_tokens())
+    assert guide.prompt_length == inputs["input_ids"].shape[1]
+    assert processor(images=images, text=reports, guided=True, max_new_tokens=7)["max_new_tokens"] == 7
+    free = processor(images=images, text=reports, guided=False)
+    assert free["max_new_tokens"] == 64 and "logits_processor" not in free
+    assert "max_new_tokens" not in processor(images=images, text=reports)
+    with pytest.raises(ValueError, match="guided"):
+        processor(images=images, text=reports, guided=True, findings=[[], []])

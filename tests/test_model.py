@@ -45,6 +45,10 @@ def test_forward_returns_every_loss_part_and_box_per_finding(tiny):
     weighted = out.lm_loss + 5.0 * out.box_l1_loss + 2.0 * out.box_giou_loss + out.box_confidence_loss
     assert torch.allclose(out.loss, weighted)
     assert out.logits.shape[:2] == batch["input_ids"].shape
+    # the LM loss: next-token cross-entropy on the answer tokens only (labels -100 elsewhere)
+    logits, labels = out.logits[:, :-1].float(), batch["labels"][:, 1:]
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    assert torch.allclose(out.lm_loss, expected, rtol=1e-6, atol=0)
 
 
 def test_box_loss_reaches_box_embedding_decoder_and_vision(tiny):

@@ -1,11 +1,12 @@
-"""`generate_grounding` grounds the generated `<BOX>` from the generation's own hidden states (no second
-pass over prompt + answer); its boxes equal the teacher-forced reference `_ground_teacher_forced`."""
+"""`generate_grounding` grounds the generated `<BOX>` from the decoding's own hidden states (no second
+pass over prompt + answer); its boxes equal those of a teacher-forced `forward` over prompt + answer."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import REPO_ROOT, ForceAnswers, xray_like
+from medrg.modeling_medrg.medrg_outputs import box_slots
 from PIL import Image
 from transformers import LogitsProcessorList
 
@@ -23,27 +24,17 @@ PHRASES = [
 
 
 class CountCalls:
-    """Counts the top-level forwards of a model and the teacher-forced reference passes."""
+    """Counts the top-level forwards of a model."""
 
     def __init__(self, model):
         self.forwards = 0
-        self.reference = 0
         self._handle = model.register_forward_pre_hook(self._count)
-        self._model = model
-        self._original = model._ground_teacher_forced
-
-        def reference(*args, **kwargs):
-            self.reference += 1
-            return self._original(*args, **kwargs)
-
-        model._ground_teacher_forced = reference
 
     def _count(self, module, args):
         self.forwards += 1
 
     def remove(self):
         self._handle.remove()
-        del self._model._ground_teacher_forced
 
 
 def _images(processor, model_name):
@@ -79,13 +70,24 @@ def _ground(model, processor, model_name, answers, max_new_tokens, **generate_kw
     for row, answer in enumerate(answers):
         generated = out.sequences[row, prompt:][out.generated_mask[row].bool()].tolist()
         assert generated == (answer + [eos])[: len(generated)]
-    reference = model._ground_teacher_forced(
-        out.sequences,
-        inputs["pixel_values"],
-        torch.cat((mask, out.generated_mask), dim=1),
+    with torch.no_grad():  # the reference: one teacher-forced pass over prompt + answer, as in training
+        reference = model(
+            input_ids=out.sequences,
+            pixel_values=inputs["pixel_values"],
+            attention_mask=torch.cat((mask, out.generated_mask), dim=1),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+    if reference.box_token_positions is not None:
+        assert bool((reference.box_token_positions >= prompt).all())  # the prompts hold no <BOX>
+    slots = box_slots(reference, 3, model.config.num_box_queries)
+    reference_slots = (
+        slots["pred_boxes"],
+        slots["pred_scores"],
+        slots["box_mask"],
+        slots["box_token_positions"],
     )
-    boxes, scores, box_mask, positions = model._pad_generated_boxes(reference, 3, prompt)
-    return out, (boxes, scores, box_mask, positions), counter, prompt
+    return out, reference_slots, counter, prompt
 
 
 def _answers(processor):
@@ -118,7 +120,6 @@ def test_one_pass_boxes_equal_teacher_forced_boxes(model_name, tiny_sharp, defau
     real = out.pred_boxes[out.box_mask]
     assert (real - real.mean(0)).abs().max() > 100 * TOLERANCE
     # no second pass: one forward per generated token, the last generated token (EOS) is never fed
-    assert counter.reference == 0
     assert counter.forwards == out.sequences.shape[1] - prompt
 
 
@@ -138,7 +139,6 @@ def test_box_as_last_generated_token_needs_one_extra_step_only(model_name, tiny_
     assert out.box_mask.sum(1).tolist() == [2, len(PHRASES[1]), answers[2].count(box)]
     assert int(out.box_token_positions[0].max()) == out.sequences.shape[1] - 1
     _assert_same(out, reference)
-    assert counter.reference == 0
     assert counter.forwards == out.sequences.shape[1] - prompt + 1  # generation + one step for the last <BOX>
 
 
@@ -170,7 +170,7 @@ def test_a_single_generated_box_token_is_grounded(tiny_sharp):
     out, reference, counter, prompt = _ground(model, processor, "tiny", [[box]] * 3, 1)
     assert out.sequences[:, prompt:].tolist() == [[box]] * 3 and out.box_mask.tolist() == [[True]] * 3
     _assert_same(out, reference)
-    assert counter.reference == 0 and counter.forwards == 2
+    assert counter.forwards == 2
 
 
 def test_no_box_in_any_answer_gives_empty_tensors_without_a_second_pass(tiny_sharp):
@@ -180,7 +180,7 @@ def test_no_box_in_any_answer_gives_empty_tensors_without_a_second_pass(tiny_sha
     _assert_same(out, reference)
     k = model.config.num_box_queries
     assert out.pred_boxes.shape == (3, 0, k, 4) and out.box_mask.shape == (3, 0)
-    assert counter.reference == 0
+    assert counter.forwards == out.sequences.shape[1] - prompt
 
 
 @pytest.mark.parametrize(
@@ -196,21 +196,20 @@ def test_callers_generation_options_do_not_break_it(tiny_sharp, generate_kwargs)
     answers = _answers(processor)
     out, reference, counter, _ = _ground(model, processor, "tiny", answers, 12, **generate_kwargs)
     _assert_same(out, reference)
-    assert counter.reference == 0
     assert torch.is_tensor(out.sequences) and out.pred_boxes.dim() == 4
 
 
-def test_decoding_without_cache_falls_back_for_a_last_box_only(tiny_sharp):
-    """use_cache=False: there is no cache for the extra step of a trailing <BOX>: the reference pass instead."""
+def test_decoding_without_cache_gives_the_same_boxes(tiny_sharp):
+    """use_cache=False: each step runs over the whole sequence, a trailing <BOX> included; the same boxes."""
     model, processor = tiny_sharp
     answers = _answers(processor)
-    out, reference, counter, _ = _ground(model, processor, "tiny", answers, 4, use_cache=False)
-    _assert_same(out, reference)
-    box = processor.box_token_id
-    assert counter.reference == int(bool((out.sequences[:, -1] == box).any()))
-    out, reference, counter, _ = _ground(model, processor, "tiny", answers, 40, use_cache=False)
-    _assert_same(out, reference)
-    assert counter.reference == 0
+    for max_new_tokens in (4, 40):
+        out, reference, counter, prompt = _ground(
+            model, processor, "tiny", answers, max_new_tokens, use_cache=False
+        )
+        _assert_same(out, reference)
+        trailing_box = int(bool((out.sequences[:, -1] == processor.box_token_id).any()))
+        assert counter.forwards == out.sequences.shape[1] - prompt + trailing_box
 
 
 def test_forward_returns_hidden_states_only_when_asked_and_only_kept_positions(tiny_sharp):

@@ -38,7 +38,7 @@ def report_for(phrases: list[str], extra_sentences: int = 0) -> str:
 class GroundingCall:
     """One report through the pipeline's steps (processor -> `generate_grounding` -> `post_process_grounding`),
     optionally with a forced answer, or (`guided=True`, the pipeline's default) under the report guide
-    (`processor.report_guide`: the answer names the findings the report states, decoded jump-forward). Returns
+    (`processor(..., guided=True)`: the answer names the findings the report states, decoded jump-forward). Returns
     the number of generated `<BOX>` (grounded findings)."""
 
     def __init__(self, model, processor, device: str = "cpu", max_new_tokens: int = 64):
@@ -49,30 +49,20 @@ class GroundingCall:
         self, image, report: str, forced_phrases: list[str] | None = None, guided: bool = False
     ) -> int:
         max_new_tokens = self.max_new_tokens
-        inputs = self.processor(images=image, text=report, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        kwargs = {}
+        inputs = self.processor(images=image, text=report, return_tensors="pt", guided=guided)
+        # guided: the budget raised to what the guided answer needs, as the pipeline does
+        inputs["max_new_tokens"] = max(max_new_tokens, inputs["max_new_tokens"]) if guided else max_new_tokens
         if forced_phrases is not None:
             from transformers import LogitsProcessorList
 
             answer = self.processor._answer_ids(forced_phrases, 0)
-            kwargs["logits_processor"] = LogitsProcessorList(
+            inputs["logits_processor"] = LogitsProcessorList(
                 [ForcedAnswer(answer, inputs["input_ids"].shape[1], self.processor.tokenizer.eos_token_id)]
             )
-            max_new_tokens = max(max_new_tokens, len(answer) + 1)
-        elif guided:  # as the pipeline does by default
-            guide = self.processor.report_guide(
-                self.processor.report_phrases([report]), inputs["input_ids"].shape[1]
-            )
-            kwargs["logits_processor"] = [guide]
-            max_new_tokens = max(max_new_tokens, guide.min_new_tokens())
-        output = self.model.generate_grounding(
-            input_ids=inputs["input_ids"],
-            pixel_values=inputs["pixel_values"].to(self.model.dtype),
-            attention_mask=inputs["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            **kwargs,
-        )
+            inputs["max_new_tokens"] = max(max_new_tokens, len(answer) + 1)
+        inputs = inputs.to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        output = self.model.generate_grounding(**inputs)
         self.processor.post_process_grounding(output, target_sizes=inputs["image_sizes"])
         return int(output.box_mask.sum())
 
