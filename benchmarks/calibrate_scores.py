@@ -107,6 +107,14 @@ def calibration_examples(
     return examples
 
 
+def write_results(stem: str, result: dict, lines: list[str]) -> None:
+    """Write ``benchmarks/results/{stem}.json`` (the numbers) and ``{stem}.md`` (``lines``), and print ``lines``."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -174,8 +182,6 @@ def main() -> None:
         result["written_to"] = (
             str(config_file.relative_to(ROOT)) if config_file.is_relative_to(ROOT) else "model folder"
         )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"calibration_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# Score calibration: `{name}`",
         "",
@@ -188,8 +194,7 @@ def main() -> None:
         f"| after (Platt) | {result['score_calibration'][0]} | {result['score_calibration'][1]} | "
         f"{100 * result['ece_after']:.1f} % |",
     ]
-    (RESULTS / f"calibration_{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(f"calibration_{name}", result, lines)
 
 
 if __name__ == "__main__":

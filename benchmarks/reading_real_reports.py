@@ -16,13 +16,15 @@ cannot box are returned as read but not grounded, so these ARE the pipeline's la
 Scoring uses tables of this file only, independent of the project's vocabulary (a reader is not graded by its
 own keyword list):
 
-- ``CODED``: curators' MeSH heading (+ first qualifier) -> a benchmark category;
+- ``CODED``: curators' MeSH heading (+ first qualifier) -> a benchmark category (from ``CODED_HEADINGS``);
 - ``LABEL_TERMS``: regular expressions that say which benchmark categories a label names;
 - ``FAMILIES``: categories a curator may code for one another (a label "airspace disease" on a report coded
   "Pneumonia" names a coded finding).
 
 Measures: per-category recall (reports coded with the category that get a label naming it); labels naming an
-uncoded finding (a label naming categories none of which, nor of their family, is coded); normal reports (coded
+uncoded finding (a label naming categories none of which, nor of their family, is coded), with how many of them the
+engine marks hedged (the curators code present findings only, so a finding the report hedges is often uncoded
+while the reader names it, marked uncertain); normal reports (coded
 ``normal``) given a label; abnormal reports (coded with a lung, pleural, cardiac or device finding, ``ABNORMAL``)
 with no label; the verbatim-span rate (a label is verbatim when it is a contiguous span of the report, case and
 white space aside, or a side word of the same sentence + such a span: the reader's documented side rule); ms per
@@ -56,70 +58,54 @@ TEN = (
     "pneumonia",
     "edema",
 )
-# MeSH heading -> benchmark category; (heading, first qualifier) entries take precedence.
-CODED = {
-    "cardiomegaly": "cardiomegaly",
-    ("cardiac shadow", "enlarged"): "cardiomegaly",
-    "pleural effusion": "effusion",
-    "pneumothorax": "pneumothorax",
-    "hydropneumothorax": "pneumothorax",
-    "nodule": "nodule",
-    "mass": "mass",
-    "consolidation": "consolidation",
-    "pulmonary atelectasis": "atelectasis",
-    "volume loss": "atelectasis",
-    "infiltrate": "infiltrate",
-    "pneumonia": "pneumonia",
-    "pulmonary edema": "edema",
-    "opacity": "opacity",
-    "density": "opacity",
-    "airspace disease": "airspace disease",
-    "calcified granuloma": "granuloma",
-    "granuloma": "granuloma",
-    "granulomatous disease": "granuloma",
-    ("calcinosis", "lung"): "calcification",
-    ("calcinosis", "lymph nodes"): "calcification",
-    ("calcinosis", "mediastinum"): "calcification",
-    "cicatrix": "scarring",
-    "emphysema": "emphysema",
-    "pulmonary emphysema": "emphysema",
-    "pulmonary disease, chronic obstructive": "emphysema",
-    ("lung", "hyperdistention"): "hyperinflation",
-    "lung, hyperlucent": "hyperinflation",
-    ("lung", "hypoinflation"): "low lung volumes",
-    "pulmonary fibrosis": "fibrosis",
-    "lung diseases, interstitial": "fibrosis",
-    ("thickening", "pleura"): "pleural thickening",
-    "fractures, bone": "fracture",
-    "hernia, hiatal": "hernia",
-    "catheters, indwelling": "device",
-    "surgical instruments": "device",
-    "implanted medical device": "device",
-    "tube, inserted": "device",
-    "medical device": "device",
-    "stents": "device",
-    "aorta": "aorta",
-    "aorta, thoracic": "aorta",
-    "atherosclerosis": "aorta",
-    ("calcinosis", "aorta"): "aorta",
-    ("calcinosis", "aorta, thoracic"): "aorta",
-    ("calcinosis", "blood vessels"): "aorta",
-    "pulmonary congestion": "congestion",
-    "markings": "markings",
-    "costophrenic angle": "costophrenic blunting",
-    "diaphragm": "diaphragm",
-    "diaphragmatic eventration": "diaphragm",
-    "cavitation": "cavity",
-    "cysts": "cyst",
-    "bronchiectasis": "bronchiectasis",
-    "heart failure": "congestion",
-}
+# benchmark category -> the curators' MeSH headings that code it; a (heading, first qualifier) entry takes
+# precedence over the heading alone.
+CODED_HEADINGS = {
+    "cardiomegaly": ("cardiomegaly", ("cardiac shadow", "enlarged")),
+    "effusion": ("pleural effusion",),
+    "pneumothorax": ("pneumothorax", "hydropneumothorax"),
+    "nodule": ("nodule",),
+    "mass": ("mass",),
+    "consolidation": ("consolidation",),
+    "atelectasis": ("pulmonary atelectasis", "volume loss"),
+    "infiltrate": ("infiltrate",),
+    "pneumonia": ("pneumonia",),
+    "edema": ("pulmonary edema",),
+    "opacity": ("opacity", "density"),
+    "airspace disease": ("airspace disease",),
+    "granuloma": ("calcified granuloma", "granuloma", "granulomatous disease"),
+    "calcification": (("calcinosis", "lung"), ("calcinosis", "lymph nodes"), ("calcinosis", "mediastinum")),
+    "scarring": ("cicatrix",),
+    "emphysema": ("emphysema", "pulmonary emphysema", "pulmonary disease, chronic obstructive"),
+    "hyperinflation": (("lung", "hyperdistention"), "lung, hyperlucent"),
+    "low lung volumes": (("lung", "hypoinflation"),),
+    "fibrosis": ("pulmonary fibrosis", "lung diseases, interstitial"),
+    "pleural thickening": (("thickening", "pleura"),),
+    "fracture": ("fractures, bone",),
+    "hernia": ("hernia, hiatal",),
+    "device": (
+        "catheters, indwelling", "surgical instruments", "implanted medical device", "tube, inserted",
+        "medical device", "stents",
+    ),
+    "aorta": (
+        "aorta", "aorta, thoracic", "atherosclerosis",
+        ("calcinosis", "aorta"), ("calcinosis", "aorta, thoracic"), ("calcinosis", "blood vessels"),
+    ),
+    "congestion": ("pulmonary congestion", "heart failure"),
+    "markings": ("markings",),
+    "costophrenic blunting": ("costophrenic angle",),
+    "diaphragm": ("diaphragm", "diaphragmatic eventration"),
+    "cavity": ("cavitation",),
+    "cyst": ("cysts",),
+    "bronchiectasis": ("bronchiectasis",),
+}  # fmt: skip
+CODED = {heading: category for category, headings in CODED_HEADINGS.items() for heading in headings}
 # which categories a label names (regular expressions over the lower-case label)
 LABEL_TERMS = {
     "cardiomegaly": r"cardiomegal|enlarg\w*.*\b(?:heart|cardiac)|(?:heart|cardiac|cardiomediastinal)\b.*\b(?:enlarg|large)|"
     r"borderline (?:heart|cardiac)|large heart",
-    "effusion": r"effusion|pleural fluid|hydrothorax|blunting of the \w* ?costophrenic",
-    "pneumothorax": r"pneumothora",
+    "effusion": r"(?<!pericardial )effusion|pleural fluid|hydrothorax|blunting of the \w* ?costophrenic",
+    "pneumothorax": r"pneumothora|pleural air|air[- ]fluid level",
     "nodule": r"nodul",
     "mass": r"\bmass|tumou?r|neoplas",
     "consolidation": r"consolidat",
@@ -272,7 +258,7 @@ def default_reader():
         from medrg.processing.reading_medrg import ReportReader
 
         reader = ReportReader()
-        return lambda report: [f.label for f in reader.read(report).stated]
+        return lambda report: [(f.label, f.uncertain) for f in reader.read(report).stated]
     except ImportError:
         from medrg.processing.reading_medrg import report_key_phrases
 
@@ -280,9 +266,11 @@ def default_reader():
 
 
 def score(rows: list[dict], read, examples: int = 8) -> dict:
-    """Every measure of the module docstring for ``read(report) -> list of labels``."""
+    """Every measure of the module docstring for ``read(report) -> list of labels`` (a label may come as
+    ``(label, uncertain)`` where the engine says which labels the report hedges)."""
     per_category = defaultdict(lambda: [0, 0])
     labels_total = labels_uncoded = labels_uncoded_ten = labels_ten = labels_unknown = verbatim = 0
+    labels_uncoded_ten_hedged = labels_ten_hedged = 0
     normal_lung_labelled = 0
     normal = normal_labelled = abnormal = abnormal_silent = abnormal_ten = abnormal_ten_silent = 0
     uncoded_by_category: Counter = Counter()
@@ -290,8 +278,10 @@ def score(rows: list[dict], read, examples: int = 8) -> dict:
     times = []
     for row in rows:
         start = time.perf_counter()
-        labels = list(read(row["report"]))
+        read_labels = list(read(row["report"]))
         times.append(time.perf_counter() - start)
+        hedged = {item[0] for item in read_labels if not isinstance(item, str) and item[1]}
+        labels = [item if isinstance(item, str) else item[0] for item in read_labels]
         coded = row["coded"]
         named = set()
         for label in labels:
@@ -312,8 +302,10 @@ def score(rows: list[dict], read, examples: int = 8) -> dict:
                     uncoded_examples.append({"uid": row["uid"], "label": label, "coded": sorted(coded)})
             if categories & set(TEN):
                 labels_ten += 1
+                labels_ten_hedged += label in hedged
                 if not (categories & allowed):
                     labels_uncoded_ten += 1
+                    labels_uncoded_ten_hedged += label in hedged
         for category in coded:
             per_category[category][0] += 1
             per_category[category][1] += bool(family_hit(category, named))
@@ -346,6 +338,8 @@ def score(rows: list[dict], read, examples: int = 8) -> dict:
         "labels_uncoded": labels_uncoded,
         "labels_uncoded_ten_rate": labels_uncoded_ten / max(labels_ten, 1),
         "labels_uncoded_ten": [labels_uncoded_ten, labels_ten],
+        "labels_uncoded_ten_hedged": labels_uncoded_ten_hedged,
+        "labels_ten_hedged": labels_ten_hedged,
         "labels_naming_no_benchmark_category": labels_unknown,
         "uncoded_by_category": dict(uncoded_by_category.most_common()),
         "normal_labelled_rate": normal_labelled / max(normal, 1),
@@ -387,6 +381,8 @@ def markdown(name: str, result: dict) -> str:
         f"({result['labels_uncoded']}) |",
         f"| labels naming an uncoded finding (labels naming one of the ten) | "
         f"{100 * result['labels_uncoded_ten_rate']:.1f} % ({result['labels_uncoded_ten'][0]}/{result['labels_uncoded_ten'][1]}) |",
+        f"| - of them hedged in the report (named, marked uncertain) | {result['labels_uncoded_ten_hedged']} "
+        f"(of {result['labels_ten_hedged']} hedged labels) |",
         f"| normal reports given a label | {100 * result['normal_labelled_rate']:.1f} % "
         f"({result['normal_labelled'][0]}/{result['normal_labelled'][1]}) |",
         f"| normal reports given a label naming a lung, pleural or cardiac finding | "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibrate_scores import DATA, RESULTS, ece, score_hit_pairs  # noqa: E402
+from calibrate_scores import DATA, ece, score_hit_pairs, write_results  # noqa: E402
 from reading_reports import synthcxr_test_set  # noqa: E402
 
 
@@ -76,8 +76,6 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     result = {"model": name, "score_calibration": [a, b], "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"score_quality_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# Score quality: `{name}`",
         "",
@@ -93,8 +91,7 @@ def main() -> None:
             f"| {row['data']} | {row['top_boxes']} | {100 * row['hit_rate']:.1f} % | {auc} | "
             f"{100 * row['ece_raw']:.1f} % | {100 * row['ece_calibrated']:.1f} % |"
         )
-    (RESULTS / f"score_quality_{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(f"score_quality_{name}", result, lines)
 
 
 if __name__ == "__main__":

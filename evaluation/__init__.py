@@ -2,7 +2,7 @@
 
 - ``compute_grounding_metrics(predictions, references)``: every metric as plain numpy/scipy math
   (the same code the ``evaluate`` module ``grounding_accuracy/`` runs), incl. the label-aware
-  ``label_accuracy@t`` (``names_category``, ``CATEGORY_KEYWORDS``); ``box_iou_matrix`` is the package's
+  ``label_accuracy@t`` (``names_category``: the report reader's vocabulary, ``CATEGORY_KEYWORDS``); ``box_iou_matrix`` is the package's
   one IoU.
 - ``predict_groundings(model, processor, rows)``: the one generation + post-processing loop.
 - ``evaluate_model(model_or_path, dataset, ...)``: batched inference + metrics + files.

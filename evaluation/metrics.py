@@ -2,45 +2,10 @@
 
 The single source of the math is ``grounding_accuracy/grounding_metrics.py``: it must stay a flat,
 numpy/scipy-only file next to the ``evaluate`` module script so that ``evaluate.load(folder)`` copies
-it for users who do not have ``medrg`` installed. This module only re-exports it.
+it for users who do not have ``medrg`` installed. This module only re-exports its public names (its ``__all__``).
 """
 
-from .grounding_accuracy.grounding_metrics import (
-    CATEGORY_KEYWORDS,
-    DEFAULT_IOU_THRESHOLDS,
-    FindingMatch,
-    PredictionMatch,
-    SampleMatch,
-    average_precision,
-    box_iou_matrix,
-    compute_grounding_metrics,
-    expected_calibration_error,
-    match_dataset,
-    match_sample,
-    names_category,
-    normalize_phrase,
-    phrase_token_f1,
-    risk_coverage_curve,
-    validate_inputs,
-    validate_options,
-)
+from .grounding_accuracy import grounding_metrics as _grounding_metrics
+from .grounding_accuracy.grounding_metrics import *  # noqa: F403 (its public names, its __all__)
 
-__all__ = [
-    "CATEGORY_KEYWORDS",
-    "DEFAULT_IOU_THRESHOLDS",
-    "FindingMatch",
-    "PredictionMatch",
-    "SampleMatch",
-    "average_precision",
-    "box_iou_matrix",
-    "compute_grounding_metrics",
-    "expected_calibration_error",
-    "match_dataset",
-    "match_sample",
-    "names_category",
-    "normalize_phrase",
-    "phrase_token_f1",
-    "risk_coverage_curve",
-    "validate_inputs",
-    "validate_options",
-]
+__all__ = list(_grounding_metrics.__all__)

@@ -30,25 +30,20 @@ def plot_reliability(metrics: Mapping[str, Any], path: str | Path) -> Path:
             ax.text(c, 0.02, str(n), ha="center", fontsize=7)
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ece = metrics.get("expected_calibration_error")
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="score",
-        ylabel="hit rate",
-        title=f"Reliability (ECE {ece:.3f})" if ece is not None else "Reliability (no predictions)",
-    )
+    reliability = f"Reliability (ECE {ece:.3f})" if ece is not None else "Reliability (no predictions)"
+    _unit_square(ax, xlabel="score", ylabel="hit rate", title=reliability)
     ax.legend(fontsize=7, loc="upper left")
     curve = metrics["risk_coverage"]
     aurc = metrics.get("aurc")
     ax_rc.step(curve["coverage"], curve["risk"], where="post", color="tab:purple")
-    ax_rc.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="coverage",
-        ylabel="risk (1 - hit rate)",
-        title=f"Risk-coverage (AURC {aurc:.3f})" if aurc is not None else "Risk-coverage",
-    )
+    risk_coverage = f"Risk-coverage (AURC {aurc:.3f})" if aurc is not None else "Risk-coverage"
+    _unit_square(ax_rc, xlabel="coverage", ylabel="risk (1 - hit rate)", title=risk_coverage)
     return _save(fig, path)
+
+
+def _unit_square(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Axes over [0, 1] x [0, 1] (scores, rates, coverage) with their labels and title."""
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def plot_iou_histogram(

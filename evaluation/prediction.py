@@ -41,7 +41,8 @@ def predict_groundings(
     top_k: int | None = 1,
     max_new_tokens: int | None = None,
     guided: bool = True,
-) -> list[list[dict]]:
+    return_status: bool = False,
+) -> list[list[dict]] | list[dict]:
     """Ground every row's report in its image with ``model`` and ``processor``.
 
     Args:
@@ -58,11 +59,14 @@ def predict_groundings(
             needs if more).
         guided: report-guided decoding (the pipeline's default): the answer names only the findings the
             report states, each once, all of them. False: the model writes freely (its raw reading).
+        return_status: per row the pipeline's status instead of its records: ``{"findings": [records],
+            "finished", "report_truncated", "read": [every finding the report states, with "grounded" and, for
+            one without a box, "reason"], "unsupported_text"}`` (``ReportGroundingPipeline``, ``return_status``).
 
     Returns:
         One list per row (same order, same length as ``rows``) of records
         ``{"label": str, "score": float in [0, 1], "box": {"xmin", "ymin", "xmax", "ymax"}}`` in the
-        pixels of that row's image (the pipeline's records).
+        pixels of that row's image (the pipeline's records). With ``return_status``, one status dict per row.
 
     Raises:
         ValueError: a row without ``image``/``report``, or ``batch_size`` < 1.
@@ -80,15 +84,21 @@ def predict_groundings(
         # device=the model's device: a Pipeline built without one moves the model to cuda:0.
         pipe = ReportGroundingPipeline(model=model, processor=processor, device=_model_device(model))
         options = {"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}
+        if return_status:
+            options["return_status"] = True
         outputs = pipe(
             inputs, batch_size=batch_size, threshold=threshold, top_k=top_k, guided=guided, **options
         )
     finally:
         model.train(was_training)
-    if len(inputs) == 1 and outputs and isinstance(outputs[0], Mapping):
+    if isinstance(outputs, Mapping) or (
+        len(inputs) == 1 and outputs and isinstance(outputs[0], Mapping) and not return_status
+    ):
         outputs = [outputs]  # a pipeline may unwrap a single input
     if len(outputs) != len(inputs):
         raise ValueError(f"the pipeline returned {len(outputs)} results for {len(inputs)} rows")
+    if return_status:
+        return [dict(status) for status in outputs]
     return [list(records) for records in outputs]
 
 

@@ -40,7 +40,7 @@ METRIC_RULES = {
     "matching": "one-to-one Hungarian on IoU (phrase token F1 as tie-break)",
     "hit_iou": 0.5,
     "label_rule": "label_accuracy@t: IoU >= t and the label names the finding's category "
-    "(CATEGORY_KEYWORDS, whole words, negated mentions excluded)",
+    "(the report reader's vocabulary wordings, negated mentions excluded)",
 }
 TABLE_COLUMNS = (
     "accuracy@0.1",

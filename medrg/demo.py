@@ -4,7 +4,10 @@ Needs the optional extra ``demo`` (``pip install 'medrg[demo]'``, i.e. gradio). 
 ``medrg demo [--model DIR] [--port 7860]`` or ``python -m medrg.demo``; in Python ``build_demo(model).launch()``.
 
 The app shows the X-ray with each finding's box, phrase and score (``medrg.overlay.draw_groundings``, the same
-drawing as ``medrg ground --overlay``) and a table of the findings (phrase, score, box in the image's pixels).
+drawing as ``medrg ground --overlay``), a table of the findings (phrase, score, box in the image's pixels) and a
+table of the findings the report states that got no box ("read, not grounded": a finding the model was never
+trained to box, such as a granuloma, or one whose box fell below the threshold), so a report that states a
+finding never looks normal.
 It runs the package's one prediction path (``medrg.evaluation.predict_groundings``) with the pipeline's default
 threshold. Nothing is stored: the upload lives in Gradio's temporary folder only, and no file name or DICOM tag is
 shown. It is a research demo, not a medical device.
@@ -18,6 +21,7 @@ import sys
 from typing import Any
 
 TABLE_HEADERS = ["finding", "score", "box (xmin, ymin, xmax, ymax) px"]
+NOT_GROUNDED_HEADERS = ["read, not grounded", "why no box"]
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 DEFAULT_PORT = 7860
 
@@ -32,10 +36,33 @@ def findings_table(records: list[dict]) -> list[list[Any]]:
     return rows
 
 
+def not_grounded_table(read: list[dict]) -> list[list[str]]:
+    """The stated findings without a box (the pipeline's ``read`` status entries with ``grounded: False``) as rows
+    ``[label (", uncertain" when hedged), reason]``."""
+    rows = []
+    for finding in read:
+        if finding.get("grounded"):
+            continue
+        label = finding["label"] + (" (uncertain)" if finding.get("uncertain") else "")
+        rows.append([label, str(finding.get("reason") or "")])
+    return rows
+
+
+def status_line(records: list[dict], not_grounded: list[list[str]]) -> str:
+    """What the page says above the tables: findings grounded, and findings read but not grounded."""
+    grounded = f"{len(records)} finding(s) grounded." if records else "No finding grounded."
+    if not not_grounded:
+        return grounded
+    return f"{grounded} {len(not_grounded)} finding(s) read, not grounded: " + "; ".join(
+        row[0] for row in not_grounded
+    )
+
+
 def make_grounder(model: Any = "default", threshold: float | None = None, trust_remote_code: bool = False):
-    """``ground(image, report) -> (overlay PIL image, records)`` for a model folder, ``"default"`` or a loaded
-    ``(model, processor)``. ``image``: a file path (PNG/JPEG/DICOM), a PIL image or an array. Raises ValueError
-    for an empty report or an unreadable image."""
+    """``ground(image, report) -> (overlay PIL image, records, read)`` for a model folder, ``"default"`` or a
+    loaded ``(model, processor)``: ``records`` the boxes, ``read`` every finding the report states with whether it
+    got a box (the pipeline's ``return_status`` entries). ``image``: a file path (PNG/JPEG/DICOM), a PIL image or
+    an array. Raises ValueError for an empty report or an unreadable image."""
     from medrg.evaluation.prediction import predict_groundings
     from medrg.loading import load_medrg
     from medrg.overlay import draw_groundings
@@ -48,7 +75,7 @@ def make_grounder(model: Any = "default", threshold: float | None = None, trust_
         loaded, processor = load_medrg(model, trust_remote_code=trust_remote_code)
     cutoff = DEFAULT_THRESHOLD if threshold is None else float(threshold)
 
-    def ground(image: Any, report: str) -> tuple[Any, list[dict]]:
+    def ground(image: Any, report: str) -> tuple[Any, list[dict], list[dict]]:
         if not isinstance(report, str) or not report.strip():
             raise ValueError("the report is empty: paste the free-text report to ground")
         if image is None:
@@ -63,10 +90,16 @@ def make_grounder(model: Any = "default", threshold: float | None = None, trust_
                 ) from None
         else:
             pixels = load_image(image)
-        (records,) = predict_groundings(
-            loaded, processor, [{"image": pixels, "report": report}], batch_size=1, threshold=cutoff
+        (status,) = predict_groundings(
+            loaded,
+            processor,
+            [{"image": pixels, "report": report}],
+            batch_size=1,
+            threshold=cutoff,
+            return_status=True,
         )
-        return draw_groundings(pixels, records), records
+        records = status["findings"]
+        return draw_groundings(pixels, records), records, list(status["read"])
 
     return ground
 
@@ -81,11 +114,11 @@ def build_demo(model: Any = "default", *, threshold: float | None = None, trust_
 
     def on_submit(image_file: str | None, report: str):
         try:
-            overlay, records = ground(image_file, report)
+            overlay, records, read = ground(image_file, report)
         except ValueError as error:
             raise gr.Error(" ".join(str(error).split())) from None
-        status = f"{len(records)} finding(s) grounded." if records else "No finding grounded."
-        return overlay, findings_table(records), status
+        not_grounded = not_grounded_table(read)
+        return overlay, findings_table(records), not_grounded, status_line(records, not_grounded)
 
     with gr.Blocks(title="MedRG report grounding") as demo:
         gr.Markdown(
@@ -108,7 +141,15 @@ def build_demo(model: Any = "default", *, threshold: float | None = None, trust_
                     headers=TABLE_HEADERS, datatype=["str", "number", "str"], interactive=False,
                     label="Findings", elem_id="medrg-findings",
                 )  # fmt: skip
-        button.click(on_submit, inputs=[image_in, report_in], outputs=[overlay_out, table_out, status_out])
+                not_grounded_out = gr.Dataframe(
+                    headers=NOT_GROUNDED_HEADERS, datatype=["str", "str"], interactive=False,
+                    label="Read in the report, not grounded", elem_id="medrg-not-grounded",
+                )  # fmt: skip
+        button.click(
+            on_submit,
+            inputs=[image_in, report_in],
+            outputs=[overlay_out, table_out, not_grounded_out, status_out],
+        )
     return demo
 
 

@@ -749,8 +749,10 @@ class ReportReader:
     - INDICATION / HISTORY / REASON FOR EXAM / COMPARISON sections state no finding of this exam;
     - NegEx-style scope: a denial ("no", "without", "negative for", "rather than", a denial list), a structured
       denial ("Pneumothorax: none."), a resolution ("has resolved", "no longer visible", "has cleared",
-      "has been removed"), "unlikely" deny a finding; "rule out", "r/o", "history of" make it hypothetical;
-      "cannot rule out", "possible", "likely" name it as uncertain; "stable" or "borderline" findings are stated;
+      "has been removed"), "unlikely" deny a finding; "rule out", "r/o", "history of" and a purpose ("to exclude",
+      "to identify", "to look for") make it hypothetical; "cannot rule out", "does not exclude", "possible",
+      "likely", "may be", "suspicion for", "is suspected", "also possible", "alternatively" name it as uncertain;
+      "stable" or "borderline" findings are stated;
     - each stated finding once: one per category, side and zone (a wording without a zone joins the same
       category and side); two sides in one wording give two findings;
     - labels: see ``ReadFinding.label`` (the side rule).
@@ -792,13 +794,11 @@ class ReportReader:
                 zone = zone_of(label) if vocabulary.sided(mention.category) else ""
                 side = side if vocabulary.sided(mention.category) else ""
                 merged = False
-                for index, (category, other_side, other_zone) in enumerate(keys):
+                for category, other_side, other_zone in keys:
                     if category != mention.category or other_side != side:
                         continue
                     if zone == other_zone or not zone or not other_zone:
                         merged = True
-                        if not chosen[index].side and side:
-                            pass
                         break
                 if merged or not label:
                     continue

@@ -1,7 +1,10 @@
-"""The one report vocabulary of MedRG: finding categories with their synonyms, sides, zones, severities and
-negation templates. The report writers (``report_text.write_report``, used by SynthCXR and the template
-reports of real datasets) draw their words from here, and the narrative reader (``reading_medrg.py``) and the
-category check of answer phrases read with the same tables.
+"""The one finding vocabulary of MedRG: finding categories with their wordings (what the report writers write and
+the reader reads), the reader's sides and zones, negation, hedge and section triggers, and the open finding
+vocabulary as data (``default_vocabulary()``, saved in the processor's ``processor_config.json``;
+``FindingVocabulary``). The narrative reader (``reading_medrg.py``) reads with it, the report writers
+(``processing/data/report_text.py``) take their nouns from it, and the metric's category check reads labels with a
+generated copy of its data (``evaluation/metric_vocabulary.py``). Words only the writers use (position wordings,
+the template report style) are in ``processing/data/writing_vocabulary.py``.
 
 Sides are the PATIENT's sides (radiological convention: the patient's right is on the image's left).
 Categories are lower-case keys (``"effusion"``, ``"pneumothorax"``...); ``category_of_label`` maps dataset
@@ -12,9 +15,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-SIDES = ("right", "left", "bilateral")
-ZONES = ("upper", "middle", "lower")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,13 @@ CATEGORY_TERMS: dict[str, CategoryTerms] = {
     ),
     "mass": CategoryTerms(
         nouns=("mass", "lung mass", "mass lesion", "lobulated mass", "pulmonary mass"),
-        read=(r"masse?s?", r"mass lesions?", r"tumou?rs?", r"neoplasms?"),
+        read=(
+            r"masse?s?",
+            r"mass lesions?",
+            r"tumou?rs?",
+            r"neoplasms?",
+            r"mass-?like (?:opacit(?:y|ies)|densit(?:y|ies)|lesions?|consolidation)",
+        ),
         severities=("large", "lobulated", "ill-defined", "spiculated", "bulky"),
         negations=(
             "No {n}.",
@@ -132,14 +138,10 @@ CATEGORY_TERMS: dict[str, CategoryTerms] = {
             r"pleural air(?: collection)?",
             r"(?:visceral |lateral )?pleural line",
             r"air in the pleural space",
-        ),
-        severities=(),
-        negations=(
-            "No pneumothorax.",
-            "There is no pneumothorax.",
-            "No evidence of pneumothorax.",
-            "Negative for pneumothorax.",
-        ),
+            # a (hydro)pneumothorax written by its air: an air-fluid level in the pleural space or in an effusion
+            r"air[- ]fluid levels? (?:in|within) the (?:\w+ )?(?:hemithorax|pleural space|pleural cavity)",
+            r"(?:(?<=effusion with )|(?<=effusion with an )|(?<=effusions with ))air[- ]fluid levels?",
+        ),  # no severity words; the default negations
     ),
     "cardiomegaly": CategoryTerms(
         nouns=("cardiomegaly", "enlarged cardiac silhouette", "cardiac enlargement", "enlarged heart"),
@@ -220,40 +222,6 @@ NOT_A_SIDE_AFTER = frozenset(
     "humerus humeral clavicle breast axillary mastectomy port approach chest-wall femoral brachiocephalic "
     "innominate atrial-appendage pacemaker pacer".split()
 )
-
-# Writer's words for position. Side-specific location nouns/adjectives per (side, zone).
-LOCATION_NOUNS = {
-    ("right", "upper"): ("right upper lobe", "right upper zone", "right upper lung", "right apex"),
-    ("right", "middle"): ("right middle lobe", "right mid zone", "right midlung"),
-    ("right", "lower"): ("right lower lobe", "right lower zone", "right lung base", "right base"),
-    ("left", "upper"): ("left upper lobe", "left upper zone", "left upper lung", "left apex"),
-    ("left", "middle"): ("lingula", "left mid zone", "left midlung"),
-    ("left", "lower"): ("left lower lobe", "left lower zone", "left lung base", "left base"),
-    ("bilateral", "upper"): ("both upper zones", "both upper lobes", "upper lobes bilaterally"),
-    ("bilateral", "middle"): ("both mid zones", "both midlungs"),
-    ("bilateral", "lower"): ("both lung bases", "both lower zones", "lung bases bilaterally"),
-}
-LOCATION_ADJECTIVES = {
-    ("right", "upper"): ("right upper lobe", "right upper zone", "right apical"),
-    ("right", "middle"): ("right middle lobe", "right mid zone", "right midlung", "right perihilar"),
-    ("right", "lower"): ("right lower lobe", "right lower zone", "right basilar", "right basal"),
-    ("left", "upper"): ("left upper lobe", "left upper zone", "left apical"),
-    ("left", "middle"): ("lingular", "left mid zone", "left midlung", "left perihilar"),
-    ("left", "lower"): ("left lower lobe", "left lower zone", "left basilar", "left basal"),
-    ("bilateral", "upper"): ("bilateral upper zone", "bilateral apical", "bilateral upper lobe"),
-    ("bilateral", "middle"): ("bilateral mid zone", "bilateral perihilar"),
-    ("bilateral", "lower"): ("bilateral lower zone", "bibasilar", "bilateral basal"),
-}
-SIDE_ADJECTIVES = {
-    "right": ("right", "right-sided"),
-    "left": ("left", "left-sided"),
-    "bilateral": ("bilateral",),
-}
-SIDE_TRAILERS = {
-    "right": ("on the right", "on the right side", "in the right hemithorax", "of the right lung"),
-    "left": ("on the left", "on the left side", "in the left hemithorax", "of the left lung"),
-    "bilateral": ("on both sides", "in both lungs", "bilaterally"),
-}
 
 # Zone words when reading (mapped to the zone they name).
 ZONE_READ = {
@@ -356,6 +324,8 @@ UNCERTAIN_PRE = (
     "cannot exclude",
     "can not exclude",
     "could not exclude",
+    "does not exclude",
+    "do not exclude",
     "not excluding",
     "possible",
     "possibly",
@@ -375,7 +345,13 @@ UNCERTAIN_PRE = (
     "suggesting",
     "versus",
     "vs",
+    "alternatively",
     "equivocal",
+    "may be",
+    "might be",
+    "may also be",
+    "suspicion for",
+    "suspicion of",
 )
 UNCERTAIN_POST = (
     "cannot be excluded",
@@ -386,6 +362,10 @@ UNCERTAIN_POST = (
     "not be excluded",
     "is possible",
     "is suspected",
+    "are suspected",
+    "suspected",
+    "also possible",
+    "are possible",
     "is questioned",
 )
 # Section headings: a report's INDICATION / HISTORY / COMPARISON text states no finding of this exam.
@@ -455,6 +435,7 @@ PSEUDO_NEGATION = (
     "cannot exclude",
     "can not exclude",
     "not excluded",
+    "not exclude",
     "not absent",
     "not unlikely",
     "without delay",
@@ -481,6 +462,10 @@ HYPOTHETICAL_PRE = (
     "evaluate for",
     "assess for",
     "to exclude",
+    "exclude",
+    "to identify",
+    "to look for",
+    "to detect",
     "lead to",
     "leading to",
     "result in",
@@ -586,77 +571,6 @@ def categories_named(text: str) -> set[str]:
         elif stop > end:  # a longer overlapping term of another category
             end = stop
     return named
-
-
-def article(phrase: str) -> str:
-    """'an' before a vowel sound, else 'a' (good enough for the vocabulary's words)."""
-    return "an" if phrase[:1].lower() in "aeio" else "a"
-
-
-# ---- the "template" report style (the first SynthCXR / template-report wording, kept to reproduce it) ----
-TEMPLATE_NOUNS = {
-    "nodule": ("nodule", "pulmonary nodule", "nodular opacity", "small nodule", "rounded nodule"),
-    "mass": ("mass", "large mass", "rounded mass", "mass lesion", "lobulated mass"),
-    "consolidation": ("consolidation", "airspace opacity", "airspace consolidation", "patchy consolidation"),
-    "atelectasis": (
-        "atelectasis",
-        "plate-like atelectasis",
-        "linear atelectasis",
-        "subsegmental atelectasis",
-    ),
-}
-# a leading qualifier stays in front of a location adjective: "small right apical nodule"
-TEMPLATE_QUALIFIERS = frozenset(
-    {"small", "rounded", "large", "lobulated", "patchy", "linear", "subsegmental", "plate-like"}
-)
-TEMPLATE_LOCATION_NOUNS = {
-    ("right", "upper"): ("right upper lobe", "right upper zone", "right upper lung"),
-    ("right", "middle"): ("right middle lobe", "right mid zone", "right midlung"),
-    ("right", "lower"): ("right lower lobe", "right lower zone", "right lung base"),
-    ("left", "upper"): ("left upper lobe", "left upper zone", "left upper lung"),
-    ("left", "middle"): ("lingula", "left mid zone", "left midlung"),
-    ("left", "lower"): ("left lower lobe", "left lower zone", "left lung base"),
-}
-TEMPLATE_LOCATION_ADJECTIVES = {
-    ("right", "upper"): ("right upper lobe", "right upper zone", "right apical"),
-    ("right", "middle"): ("right middle lobe", "right mid zone", "right midlung"),
-    ("right", "lower"): ("right lower lobe", "right lower zone", "right basilar"),
-    ("left", "upper"): ("left upper lobe", "left upper zone", "left apical"),
-    ("left", "middle"): ("lingular", "left mid zone", "left midlung"),
-    ("left", "lower"): ("left lower lobe", "left lower zone", "left basilar"),
-}
-TEMPLATE_NEGATIONS = {
-    "pneumothorax": ("No pneumothorax.", "There is no pneumothorax."),
-    "effusion": ("No pleural effusion.", "No large pleural effusion."),
-    "consolidation": ("No focal consolidation.", "No focal airspace consolidation."),
-    "cardiomegaly": ("Heart size is normal.", "The cardiac silhouette is normal in size."),
-    "mass": ("No suspicious pulmonary mass.",),
-    "nodule": ("No discrete pulmonary nodule.",),
-    "atelectasis": ("No atelectasis.",),
-}
-TEMPLATE_FINDING_SENTENCES = (
-    "There is {p}.",
-    "Again noted is {p}.",
-    "The radiograph demonstrates {p}.",
-    "Findings include {p}.",
-    "There is evidence of {p}.",
-    "New since the prior study is {p}.",
-    "Redemonstrated is {p}.",
-    "Of note, there is {p}.",
-)
-TEMPLATE_VIEWS = (
-    "PA and lateral views of the chest.",
-    "Single frontal view of the chest.",
-    "Portable AP chest radiograph.",
-    "",
-)
-TEMPLATE_CLEAR_LUNGS = ("The lungs are clear.", "Lungs are well expanded and clear.")
-TEMPLATE_BONES = ("No acute osseous abnormality.", "The visualized osseous structures are intact.")
-NO_FINDING_IMPRESSIONS = (
-    "No acute cardiopulmonary process.",
-    "Normal chest radiograph.",
-    "No acute cardiopulmonary abnormality.",
-)
 
 
 # ---- the open finding vocabulary (data: travels in the processor's `processor_config.json`) ----
@@ -940,6 +854,19 @@ _OPEN_CATEGORIES = {
         ("Pulmonary Congestion", "Congestion"),
     ),
 }
+# weaker wordings that may stand for an open category (a "Lung Opacity" of CheXpert, MS-CXR or VinDr-CXR is any
+# parenchymal opacity: consolidation, airspace disease, infiltrate)
+_OPEN_RELATED = {
+    "opacity": (
+        r"consolidations?",
+        r"consolidative",
+        r"air[- ]?space (?:opacit(?:y|ies)|disease|process)",
+        r"infiltrates?",
+        r"infiltration",
+    ),
+}
+# wordings the writers use for one of the ten that the open vocabulary reads as a category of its own
+_OWN_CATEGORY_WORDINGS = frozenset({r"granulomas?", r"vascular congestion"})
 _TEN_LABELS = {
     "nodule": ("Nodule", "Lung nodule", "Nodule/Mass"),
     "mass": ("Mass",),
@@ -956,13 +883,11 @@ _TEN_LABELS = {
 
 def _ten_entry(category: str) -> dict:
     terms = CATEGORY_TERMS[category]
-    own = [
-        p for p in terms.read if p != r"granulomas?"
-    ]  # granuloma is its own category of the open vocabulary
+    own = [p for p in terms.read if p not in _OWN_CATEGORY_WORDINGS]
     own += [re.escape(n) for n in terms.nouns] + list(_EXTRA_TERMS.get(category, ()))
     return {
         "terms": list(dict.fromkeys(own)),
-        "related": [p for p in terms.related if "opacit" not in p and "opacification" not in p],
+        "related": list(terms.related),
         "sided": not terms.central,
         "grounded": True,
         "labels": list(_TEN_LABELS[category]),
@@ -977,7 +902,7 @@ def default_vocabulary() -> dict:
     for category, (terms, sided, labels) in _OPEN_CATEGORIES.items():
         findings[category] = {
             "terms": list(terms),
-            "related": [],
+            "related": list(_OPEN_RELATED.get(category, ())),
             "sided": sided,
             "grounded": False,
             "labels": list(labels),

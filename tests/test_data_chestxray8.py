@@ -51,6 +51,22 @@ def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
+def verbatim(phrase: str, report: str) -> bool:
+    """The reader's label rule: a contiguous span of the report (case, punctuation and spacing aside), or a side
+    word of the span's sentence before such a span."""
+    normal = " ".join(re.findall(r"[a-z0-9]+(?:[-'][a-z0-9]+)*", phrase.lower()))
+    sentences = [
+        " " + " ".join(re.findall(r"[a-z0-9]+(?:[-'][a-z0-9]+)*", s.lower())) + " "
+        for s in re.split(r"[.\n;]", report)
+    ]
+    if any(f" {normal} " in s for s in sentences):
+        return True
+    side, _, span = normal.partition(" ")
+    return side in ("left", "right", "bilateral") and any(
+        f" {span} " in s and f" {side} " in s for s in sentences
+    )
+
+
 def taken_from(phrase: str, report: str) -> bool:
     """Every word of the key phrase is a word of the report (singular of a plural counts: "effusions")."""
     rw = words(report)
@@ -281,6 +297,7 @@ def test_shared_copy_all_report_sources(tmp_path):
         "chestxray8", str(SHARED), reports="all", id_secret="t", cache_dir=str(tmp_path), progress=False
     )
     counts = {(s, src): n for s, ds in dd.items() for src, n in Counter(ds["source"]).items()}
+    narrative = verbatim_phrases = 0
     assert counts == {
         ("train", "chestxray8"): 599, ("train", "chestxray8:gpt"): 667, ("train", "chestxray8:llama"): 667,
         ("validation", "chestxray8"): 88, ("validation", "chestxray8:gpt"): 99,
@@ -298,6 +315,10 @@ def test_shared_copy_all_report_sources(tmp_path):
                 (finding,) = findings
                 assert len(finding["boxes"]) == 1 and finding["phrase"]
                 assert taken_from(finding["phrase"], report), (finding["phrase"], report[:200])
+                narrative += 1
+                verbatim_phrases += verbatim(finding["phrase"], report)
+    # answers are the report's words by the reader's label rule
+    assert verbatim_phrases >= 0.95 * narrative, (verbatim_phrases, narrative)
     train_p, val_p = set(dd["train"]["patient_id"]), set(dd["validation"]["patient_id"])
     assert len(train_p) == 502 and len(val_p) == 78 and not train_p & val_p
 

@@ -130,23 +130,6 @@ def test_rsna_builds_without_phi(tmp_path):
         assert secret not in text
 
 
-def test_rsna_bad_input(tmp_path):
-    with pytest.raises(DataFormatError, match=r"stage_2_train_labels.csv: missing column\(s\) \['Target'\]"):
-        rsna(write_rsna(tmp_path / "a", [r[:-1] for r in RSNA_ROWS]), tmp_path)
-    bad = [r[:] for r in RSNA_ROWS]
-    bad[3] = ["ccc-3", 60, 8, 12, 14, 1]  # x1 = 72 > 64
-    with pytest.raises(DataFormatError, match=r"row 5: field 'x,y,width,height'.*outside"):
-        rsna(write_rsna(tmp_path / "b", bad), tmp_path)
-    with pytest.raises(
-        DataFormatError, match=r"row 5: image file .*ccc-3.dcm \(field 'patientId'\) not found"
-    ):
-        rsna(write_rsna(tmp_path / "c", RSNA_ROWS, skip="ccc-3"), tmp_path)
-    with pytest.raises(DataFormatError, match=r"row 6: duplicate of row 5"):
-        rsna(write_rsna(tmp_path / "d", RSNA_ROWS + [RSNA_ROWS[3]]), tmp_path)
-    with pytest.raises(DataFormatError, match=r"row 6: field 'Target' = 0 contradicts row 2"):
-        rsna(write_rsna(tmp_path / "e", RSNA_ROWS + [["aaa-1", "", "", "", "", 0]]), tmp_path)
-
-
 # ---------------------------------------------------------------- VinDr-CXR
 
 VINDR_COLS = ["image_id", "rad_id", "class_name", "x_min", "y_min", "x_max", "y_max"]
@@ -194,37 +177,43 @@ def test_vindr_keep_and_fuse_readers(tmp_path):
     )
 
 
-def test_vindr_bad_input(tmp_path):
-    with pytest.raises(DataFormatError, match=r"annotations_train.csv: missing column\(s\) \['rad_id'\]"):
-        vindr(
-            write_vindr(
-                tmp_path / "a",
-                [[r[0]] + r[2:] for r in VINDR_TRAIN],
-                [[r[0]] + r[2:] for r in VINDR_TEST],
-                cols=[c for c in VINDR_COLS if c != "rad_id"],
-            ),
-            tmp_path,
-        )
-    bad = [r[:] for r in VINDR_TRAIN]
-    bad[3] = ["img2", "R1", "Cardiomegaly", 20, 40, 50, "nan"]
-    with pytest.raises(DataFormatError, match=r"annotations_train.csv, row 5: field 'y_max' is 'nan'"):
-        vindr(write_vindr(tmp_path / "b", bad), tmp_path)
-    with pytest.raises(
-        DataFormatError, match=r"row 5: image file .*img2.dicom \(field 'image_id'\) not found"
-    ):
-        vindr(write_vindr(tmp_path / "c", VINDR_TRAIN, skip="img2"), tmp_path)
-    with pytest.raises(DataFormatError, match=r"row 7: duplicate of row 2"):
-        vindr(write_vindr(tmp_path / "d", VINDR_TRAIN + [VINDR_TRAIN[0]]), tmp_path)
-    with pytest.raises(DataFormatError, match=r"patient leak|duplicate image 'img1'"):
-        vindr(
-            write_vindr(
-                tmp_path / "e", VINDR_TRAIN, VINDR_TEST + [["img1", "R9", "Nodule/Mass", 10, 10, 20, 20]]
-            ),
-            tmp_path,
-        )
-    bad = VINDR_TRAIN + [["img2", "R2", "Broken heart", 1, 1, 5, 5]]
-    with pytest.raises(DataFormatError, match=r"row 7: field 'class_name' = 'Broken heart'"):
-        vindr(write_vindr(tmp_path / "f", bad), tmp_path)
+def replaced(rows, index, row):
+    """A copy of ``rows`` with ``rows[index]`` replaced by ``row``."""
+    return [row if i == index else r[:] for i, r in enumerate(rows)]
+
+
+def without_rad_id(rows):
+    return [[r[0]] + r[2:] for r in rows]
+
+
+VINDR_WITHOUT_RAD_ID = {
+    "train": without_rad_id(VINDR_TRAIN),
+    "test": without_rad_id(VINDR_TEST),
+    "cols": [c for c in VINDR_COLS if c != "rad_id"],
+}
+# case -> (builder, its fixture writer's arguments, the error it must raise); one bad thing per case, one line each
+BAD_INPUTS = {
+    "rsna missing column": ("rsna", {"rows": [r[:-1] for r in RSNA_ROWS]}, r"stage_2_train_labels.csv: missing column\(s\) \['Target'\]"),
+    "rsna box outside the image": ("rsna", {"rows": replaced(RSNA_ROWS, 3, ["ccc-3", 60, 8, 12, 14, 1])}, r"row 5: field 'x,y,width,height'.*outside"),  # x1 = 72 > 64
+    "rsna image missing": ("rsna", {"rows": RSNA_ROWS, "skip": "ccc-3"}, r"row 5: image file .*ccc-3.dcm \(field 'patientId'\) not found"),
+    "rsna duplicate row": ("rsna", {"rows": RSNA_ROWS + [RSNA_ROWS[3]]}, r"row 6: duplicate of row 5"),
+    "rsna contradicting target": ("rsna", {"rows": RSNA_ROWS + [["aaa-1", "", "", "", "", 0]]}, r"row 6: field 'Target' = 0 contradicts row 2"),
+    "vindr missing column": ("vindr", VINDR_WITHOUT_RAD_ID, r"annotations_train.csv: missing column\(s\) \['rad_id'\]"),
+    "vindr nan coordinate": ("vindr", {"train": replaced(VINDR_TRAIN, 3, ["img2", "R1", "Cardiomegaly", 20, 40, 50, "nan"])}, r"annotations_train.csv, row 5: field 'y_max' is 'nan'"),
+    "vindr image missing": ("vindr", {"train": VINDR_TRAIN, "skip": "img2"}, r"row 5: image file .*img2.dicom \(field 'image_id'\) not found"),
+    "vindr duplicate row": ("vindr", {"train": VINDR_TRAIN + [VINDR_TRAIN[0]]}, r"row 7: duplicate of row 2"),
+    "vindr image in two splits": ("vindr", {"train": VINDR_TRAIN, "test": VINDR_TEST + [["img1", "R9", "Nodule/Mass", 10, 10, 20, 20]]}, r"patient leak|duplicate image 'img1'"),
+    "vindr unknown class": ("vindr", {"train": VINDR_TRAIN + [["img2", "R2", "Broken heart", 1, 1, 5, 5]]}, r"row 7: field 'class_name' = 'Broken heart'"),
+}  # fmt: skip
+BUILDERS = {"rsna": (write_rsna, rsna), "vindr": (write_vindr, vindr)}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_names_the_row_and_field(tmp_path, case):
+    source, fixture, error = BAD_INPUTS[case]
+    write, build = BUILDERS[source]
+    with pytest.raises(DataFormatError, match=error):
+        build(write(tmp_path / "data", **fixture), tmp_path)
 
 
 def test_vindr_downscaled_png_with_meta(tmp_path):

@@ -8,21 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from medrg.processing.data import DataFormatError, load_grounding_dataset
+from medrg.processing.data.ms_cxr import COLUMNS
 from PIL import Image
 
-COLUMNS = [
-    "dicom_id",
-    "category_name",
-    "label_text",
-    "path",
-    "x",
-    "y",
-    "w",
-    "h",
-    "image_width",
-    "image_height",
-    "split",
-]
 IMGS = {
     "d1": "files/p10/p10000032/s50414267/d1.jpg",
     "d2": "files/p10/p10000032/s50414268/d2.jpg",

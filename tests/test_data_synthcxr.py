@@ -149,47 +149,25 @@ def test_lesion_is_visible_in_pixels():
 
 
 def test_build_dataset_dict_and_options_are_not_stale(tmp_path):
-    dd = load_grounding_dataset(
-        "synthcxr",
-        examples_per_split={"train": 6, "test": 3},
-        seed=0,
-        image_size=96,
-        cache_dir=str(tmp_path),
-        progress=False,
-    )
+    def build(**options):
+        """A synthcxr build in ``tmp_path``: 6 train rows, seed 0, 96 px unless ``options`` say otherwise."""
+        defaults = {"examples_per_split": {"train": 6}, "seed": 0, "image_size": 96}
+        return load_grounding_dataset(
+            "synthcxr", **{**defaults, **options}, cache_dir=str(tmp_path), progress=False
+        )
+
+    dd = build(examples_per_split={"train": 6, "test": 3})
     assert set(dd) == {"train", "test"} and dd["train"].num_rows == 6 and dd["test"].num_rows == 3
     assert dd["train"].features == GROUNDING_FEATURES
     assert dd["train"][0]["image"].size == (96, 96)
-    again = load_grounding_dataset(
-        "synthcxr",
-        examples_per_split={"train": 6},
-        seed=1,
-        image_size=96,
-        cache_dir=str(tmp_path),
-        progress=False,
-    )
+    again = build(seed=1)
     assert (
         again["train"][0]["report"] != dd["train"][0]["report"]
         or again["train"][1]["report"] != dd["train"][1]["report"]
     )
-    bigger = load_grounding_dataset(
-        "synthcxr",
-        examples_per_split={"train": 6},
-        seed=0,
-        image_size=112,
-        cache_dir=str(tmp_path),
-        progress=False,
-    )
+    bigger = build(image_size=112)
     assert bigger["train"][0]["image"].size == (112, 112)
-    template = load_grounding_dataset(
-        "synthcxr",
-        examples_per_split={"train": 6},
-        seed=0,
-        image_size=96,
-        cache_dir=str(tmp_path),
-        progress=False,
-        report_style="template",
-    )
+    template = build(report_style="template")
     assert all(r.startswith("FINDINGS:") for r in template["train"]["report"])
     assert template["train"]["report"] != dd["train"]["report"]
 

@@ -1,6 +1,7 @@
-"""The Gradio demo (`medrg demo`) driven in headless Chromium: upload the example X-ray, paste its report, submit,
-and check that the page shows the same findings (phrases, scores, boxes) as the package's prediction path and
-the overlay image.
+"""The Gradio demo (`medrg demo`) driven in headless Chromium: upload the example X-ray, paste its report (with a
+finding the model was never trained to box), submit, and check that the page shows the same findings (phrases,
+scores, boxes) as the package's prediction path, the overlay image, and the finding read but not grounded. The
+demo's outputs themselves (what the page shows) are checked without a browser too.
 
 Needs the `demo` extra (gradio), selenium, Debian's `chromium` and `chromium-driver`; skipped with the missing
 piece named otherwise. The screenshot goes to a temporary folder, or to the path in `$MEDRG_DEMO_SCREENSHOT`
@@ -24,6 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "docs" / "example_cxr.png"
 REPORT = ROOT / "docs" / "example_report.txt"
+# a stated finding outside the ten the default model boxes: read and listed, never boxed
+NOT_GROUNDED_SENTENCE = " Calcified granuloma in the right upper lobe."
 START_TIMEOUT_S = 240  # app start: gradio + torch import and the model load, on a loaded 2-core machine
 RESULT_TIMEOUT_S = 120  # one grounding after "Ground" is pressed
 MAX_SCREENSHOT_BYTES = 200_000
@@ -79,6 +82,52 @@ def _small_png(raw: bytes, out: Path) -> None:
         width = int(width * 0.8)
 
 
+def test_not_grounded_table_lists_the_stated_findings_without_a_box():
+    from medrg.demo import not_grounded_table, status_line
+
+    read = [
+        {"label": "small right effusion", "grounded": True, "uncertain": False},
+        {
+            "label": "calcified granuloma",
+            "grounded": False,
+            "reason": "not a finding the model was trained to box",
+        },
+        {
+            "label": "left nodule",
+            "grounded": False,
+            "uncertain": True,
+            "reason": "its box scored below the threshold",
+        },
+    ]
+    rows = not_grounded_table(read)
+    assert rows == [
+        ["calcified granuloma", "not a finding the model was trained to box"],
+        ["left nodule (uncertain)", "its box scored below the threshold"],
+    ]
+    assert status_line([], rows) == (
+        "No finding grounded. 2 finding(s) read, not grounded: calcified granuloma; left nodule (uncertain)"
+    )
+    assert status_line([{"label": "x"}], []) == "1 finding(s) grounded."
+
+
+def test_demo_output_lists_a_finding_read_but_not_grounded():
+    """What the page shows for the example X-ray and a report stating a granuloma: the boxed findings, and the
+    granuloma listed as read, not grounded (never a silent "no finding")."""
+    from medrg.demo import findings_table, make_grounder, not_grounded_table, status_line
+
+    report = REPORT.read_text(encoding="utf-8").strip() + NOT_GROUNDED_SENTENCE
+    overlay, records, read = make_grounder("default")(str(IMAGE), report)
+    assert findings_table(records), "the example report's effusion and nodule are boxed"
+    rows = not_grounded_table(read)
+    assert [
+        "calcified granuloma in the right upper lobe",
+        "not a finding the model was trained to box",
+    ] in rows
+    status = status_line(records, rows)
+    assert "read, not grounded:" in status and "calcified granuloma in the right upper lobe" in status
+    assert not any("granuloma" in record["label"] for record in records)
+
+
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory):
     _browser()
@@ -110,12 +159,14 @@ def test_demo_in_headless_chromium_shows_the_findings_and_the_overlay(demo_url, 
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from medrg.demo import findings_table, make_grounder
+    from medrg.demo import findings_table, make_grounder, not_grounded_table
 
-    report = REPORT.read_text(encoding="utf-8")
+    report = REPORT.read_text(encoding="utf-8").strip() + NOT_GROUNDED_SENTENCE
     # what the package's prediction path gives for the same input: the page must show exactly this
-    overlay, records = make_grounder("default")(str(IMAGE), report)
+    overlay, records, read = make_grounder("default")(str(IMAGE), report)
     expected_rows = findings_table(records)
+    not_grounded = not_grounded_table(read)
+    assert not_grounded, "the granuloma is read, not grounded (test precondition)"
     assert records, "the default model grounds the example report (test precondition)"
 
     options = webdriver.ChromeOptions()
@@ -166,6 +217,10 @@ def test_demo_in_headless_chromium_shows_the_findings_and_the_overlay(demo_url, 
         assert len(shown) == len(expected_rows)
         status = driver.find_element(By.ID, "medrg-status").text
         assert f"{len(records)} finding(s) grounded." in status
+        assert "read, not grounded" in status
+        listed = driver.find_element(By.ID, "medrg-not-grounded").text
+        for label, reason in not_grounded:
+            assert label in listed and reason in listed, (label, listed)
         image_width = WebDriverWait(driver, 60).until(
             lambda d: d.execute_script(
                 "const i = document.querySelector('#medrg-overlay img');"

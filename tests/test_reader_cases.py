@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from medrg.processing.reading_medrg import MAX_REPORT_CHARS, ReportReader
@@ -177,3 +178,76 @@ def test_vocabulary_is_data_and_is_validated():
         FindingVocabulary([1, 2])
     reader = ReportReader({"version": 1, "findings": {"widget": {"terms": ["widgets?"], "sided": True}}})
     assert reader.read("Small left widget. No pneumothorax.").labels == ["small left widget"]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        # a finding named only as the purpose of a further study is not stated
+        "Recommend CT to exclude an underlying lesion or mass.",
+        "Follow-up imaging could help to identify a small nodule.",
+        "Repeat radiograph to look for a pneumothorax after the procedure.",
+    ],
+)
+def test_purposes_state_no_finding(report):
+    assert labels(report) == []
+
+
+@pytest.mark.parametrize(
+    "report, label",
+    [
+        ("There may also be a small left pleural effusion.", "small left pleural effusion"),
+        ("Suspicion for small bilateral effusions.", "small bilateral effusions"),
+        ("Mild interstitial edema is suspected.", "mild interstitial edema"),
+        ("Aspiration or edema are also possible.", "edema"),
+        ("Scarring, alternatively a small right pleural effusion.", "small right pleural effusion"),
+        ("The study does not exclude a right upper lobe nodule.", "right upper lobe nodule"),
+    ],
+)
+def test_more_hedges_are_named_and_marked_uncertain(report, label):
+    found = {f.label: f for f in READER.read(report).stated}
+    assert found[label].uncertain, (report, found)
+
+
+@pytest.mark.parametrize(
+    "report, category, label",
+    [
+        # a (hydro)pneumothorax written by its air
+        ("Moderate right pleural effusion with an air-fluid level.", "pneumothorax", "air-fluid level"),
+        ("Air-fluid level in the left hemithorax.", "pneumothorax", "air-fluid level in the left hemithorax"),
+        ("Small apical pleural air collection on the right.", "pneumothorax", None),
+        ("Large masslike opacity at the left base.", "mass", "large masslike opacity at the left base"),
+        # a pericardial effusion is no pleural effusion; vascular congestion is congestion, not edema
+        (
+            "Enlarged cardiac silhouette with a pericardial effusion.",
+            "pericardial effusion",
+            "pericardial effusion",
+        ),
+        ("Central vascular congestion.", "congestion", "central vascular congestion"),
+    ],
+)
+def test_findings_written_by_their_signs(report, category, label):
+    found = READER.read(report).stated
+    assert category in {f.category for f in found}, (report, found)
+    if label is not None:
+        assert label in {f.label for f in found}, (report, found)
+
+
+def test_air_fluid_level_elsewhere_is_no_pneumothorax():
+    found = READER.read("Air-fluid level in the middle mediastinum, likely a hiatal hernia.").stated
+    assert "pneumothorax" not in {f.category for f in found}
+    found = READER.read("Moderate right pleural effusion with an air-fluid level.").stated
+    assert {f.category for f in found} == {"effusion", "pneumothorax"}
+    found = READER.read("Central vascular congestion and mild interstitial edema.").stated
+    assert {f.category for f in found} == {"congestion", "edema"}
+
+
+def test_the_default_model_folder_reads_with_the_shipped_vocabulary():
+    """The embedded default model's processor_config.json holds the vocabulary the reader ships (rewrite its
+    `vocabulary` entry from `default_vocabulary()` when the vocabulary changes)."""
+    import json
+
+    from medrg.training import default_model_path
+
+    saved = json.loads((Path(default_model_path()) / "processor_config.json").read_text())
+    assert saved["vocabulary"] == default_vocabulary()

@@ -2,7 +2,9 @@
 
 The math lives in the flat sibling file ``grounding_metrics.py`` (numpy + scipy only), which
 ``evaluate.load(folder)`` copies into its module cache with this script, and which
-``medrg.evaluation`` re-exports: one source of truth.
+``medrg.evaluation`` re-exports: one source of truth. Its category check reads labels with the sibling data
+file ``finding_vocabulary.py`` (generated from MedRG's report reader); ``evaluate`` copies only the files this
+script imports, so it imports that one too.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datasets
 import evaluate
 
+from .finding_vocabulary import VOCABULARY
 from .grounding_metrics import compute_grounding_metrics, validate_inputs
 
 _CITATION = """\
@@ -27,7 +30,7 @@ Grounding metrics for medical report grounding: a model reads an image and a rep
 finding and gives a box and a confidence. Reference findings are matched one-to-one to predictions
 (Hungarian on IoU); accuracy@t is the share of reference findings with IoU >= t, mean_iou the mean
 IoU over reference findings (missing predictions count 0); label_accuracy@t also needs the matched
-label to name the finding's category (keyword table, negated mentions excluded). Also: phrase exact match / token F1,
+label to name the finding's category (the report reader's vocabulary, negated mentions excluded). Also: phrase exact match / token F1,
 no-finding handling, per-category results, AP@0.5 by score, expected calibration error and the
 risk-coverage curve (AURC). See README.md for every definition.
 """
@@ -137,3 +140,6 @@ class GroundingAccuracy(evaluate.Metric):
             hit_iou=hit_iou,
             num_calibration_bins=num_calibration_bins,
         )
+
+
+__all__ = ["VOCABULARY", "GroundingAccuracy"]  # the vocabulary is imported here so that evaluate copies it

@@ -3,8 +3,10 @@
 This flat file is the one copy of the metric math. ``medrg.evaluation`` re-exports it, and the
 ``evaluate`` module next to it (``grounding_accuracy.py``) imports it with
 ``from .grounding_metrics import ...``, which ``evaluate.load(folder)`` copies into its module cache
-together with the script. It therefore imports nothing but numpy and scipy. It is also the package's
-one numpy IoU (``box_iou_matrix``): baselines and benchmarks import it.
+together with the script. It therefore imports nothing but numpy, scipy and its sibling data file
+``finding_vocabulary.py`` (the report reader's finding vocabulary and negation triggers, generated from MedRG's
+reader by ``python -m medrg.evaluation.metric_vocabulary``; the script imports it too, so ``evaluate`` copies it).
+It is also the package's one numpy IoU (``box_iou_matrix``): baselines and benchmarks import it.
 
 Inputs, per sample:
 - predictions: a list of records ``{"label": str, "score": float in [0, 1],
@@ -23,8 +25,8 @@ Rules (also in the card, README.md):
   reference findings. With one box and one prediction per finding this is exactly the MRG papers'
   definition.
 - label_accuracy@t = share of reference findings whose matched prediction has IoU >= t AND a label
-  that names the finding's category (``names_category``: ``CATEGORY_KEYWORDS``, whole-word match,
-  negated mentions do not count).
+  that names the finding's category (``names_category``: the report reader's vocabulary wordings of the
+  category, negated mentions do not count).
 - AP@0.5: all predictions of the dataset ranked by score; per sample, greedy by score as in
   PASCAL VOC / COCO (a prediction is a true positive if it takes a not yet taken finding with
   IoU >= 0.5); all-point interpolated area under the precision-recall curve.
@@ -48,6 +50,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .finding_vocabulary import NEGATION_POST, NEGATION_PRE, PSEUDO_NEGATION, VOCABULARY
+
 DEFAULT_IOU_THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 MULTI_BOX_RULES = ("max", "union")
@@ -56,7 +60,6 @@ PHRASE_TIEBREAK_WEIGHT = 1e-6
 __all__ = [
     "CATEGORY_KEYWORDS",
     "DEFAULT_IOU_THRESHOLDS",
-    "NEGATION_WORDS",
     "FindingMatch",
     "PredictionMatch",
     "SampleMatch",
@@ -77,6 +80,7 @@ __all__ = [
     "summarise_predictions",
     "validate_inputs",
     "validate_options",
+    "vocabulary_categories",
 ]
 
 
@@ -252,78 +256,16 @@ def phrase_token_f1(prediction: str, reference: str) -> float:
 # --------------------------------------------------------------------------------------------
 # Does a predicted label name the finding's category?
 # --------------------------------------------------------------------------------------------
-# Category (normalised: lower case, "/", "_", "-" -> space) -> words or word sequences that name it.
-# Covers the ChestX-ray8 labels, MS-CXR, VinDr-CXR, RSNA ("opacity") and SynthCXR categories. A term
-# matches whole words of the normalised label (``normalize_phrase``), each word also in its plural
-# (+s, +es, y -> ies). Choices: "infiltrate" (ChestX-ray8) / "infiltration" (VinDr) is a nonspecific
-# parenchymal opacity, so "opacity" and "consolidation" name it; pneumonia is named by its radiographic
-# signs too (opacity, consolidation, infiltrate), as reports describe it; nodule and mass stay apart
-# (a "nodular opacity" does not name a mass); bare "fluid" names an effusion (it also matches "fluid
-# overload", which names edema: accepted).
-_OPACITY_TERMS = (
-    "opacity",
-    "opacification",
-    "consolidation",
-    "consolidative",
-    "airspace disease",
-    "air space disease",
-)
-_INFILTRATE_TERMS = ("infiltrate", "infiltration", "infiltrative", *_OPACITY_TERMS)
-_EFFUSION_TERMS = ("effusion", "pleural fluid", "fluid", "hydrothorax", "costophrenic")
-_NODULE_TERMS = ("nodule", "nodular", "granuloma", "coin lesion")
-_MASS_TERMS = ("mass", "tumor", "tumour", "neoplasm")
+# The check reads a label with the report reader's own vocabulary (``finding_vocabulary.py``, generated from
+# it): a dataset category ("Effusion", "Lung Opacity", "Nodule/Mass", a VinDr-CXR or CheXpert label) is the
+# vocabulary category whose ``labels`` hold it (each "/"-separated part for a combined label), and a label names
+# it when one of that category's wordings (``terms``, or ``related`` ones: "consolidation" names pneumonia) occurs
+# in a clause of the label without a negation trigger of the reader before it (or after it: "effusion has
+# resolved"). A category the vocabulary does not hold is named by its own words.
 CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "atelectasis": ("atelectasis", "atelectatic", "collapse", "volume loss"),
-    "cardiomegaly": (
-        "cardiomegaly", "enlarged cardiac silhouette", "cardiac enlargement", "enlarged heart",
-        "enlarged cardiomediastinal silhouette", "enlargement of cardiac silhouette", "enlarged cardiac",
-        "enlargement of heart", "heart is enlarged", "cardiac silhouette is enlarged",
-    ),
-    "effusion": _EFFUSION_TERMS,
-    "pleural effusion": _EFFUSION_TERMS,
-    "infiltrate": _INFILTRATE_TERMS,
-    "infiltration": _INFILTRATE_TERMS,
-    "mass": _MASS_TERMS,
-    "nodule": _NODULE_TERMS,
-    "nodule mass": _NODULE_TERMS + _MASS_TERMS,
-    "pneumonia": ("pneumonia", "bronchopneumonia", "pneumonic", "infection", "infiltrate", *_OPACITY_TERMS),
-    "pneumothorax": (
-        "pneumothorax", "pneumothoraces", "hydropneumothorax", "ptx", "pleural air", "air in pleural space",
-    ),
-    "consolidation": (
-        "consolidation", "consolidative", "airspace opacity", "airspace disease", "air space opacity",
-        "air space disease", "air bronchogram",
-    ),
-    "edema": ("edema", "oedema", "vascular congestion", "fluid overload", "kerley"),
-    "lung opacity": _INFILTRATE_TERMS,
-    "opacity": _INFILTRATE_TERMS + ("pneumonia",),
-    "aortic enlargement": (
-        "aortic enlargement", "enlarged aorta", "dilated aorta", "aortic dilatation", "aortic dilation",
-        "ectatic aorta", "aortic ectasia", "tortuous aorta", "unfolded aorta",
-    ),
-    "calcification": ("calcification", "calcified", "calcific"),
-    "clavicle fracture": ("clavicle fracture", "clavicular fracture", "fractured clavicle"),
-    "emphysema": ("emphysema", "emphysematous", "hyperinflation", "hyperinflated", "bulla", "bullae"),
-    "enlarged pa": (
-        "enlarged pa", "enlarged pulmonary artery", "pulmonary artery enlargement", "dilated pulmonary artery",
-        "prominent pulmonary artery",
-    ),
-    "ild": ("ild", "interstitial lung disease", "interstitial", "reticular", "reticulation", "reticulonodular"),
-    "lung cavity": ("cavity", "cavitary", "cavitation", "cavitating"),
-    "lung cyst": ("cyst", "cystic"),
-    "mediastinal shift": ("mediastinal shift", "mediastinal deviation", "tracheal deviation", "shift"),
-    "other lesion": ("lesion",),
-    "pleural thickening": ("pleural thickening", "thickened pleura", "pleural plaque"),
-    "pulmonary fibrosis": ("fibrosis", "fibrotic", "scarring", "scar"),
-    "rib fracture": ("rib fracture", "fractured rib"),
-}  # fmt: skip
-# A negation word before a term in the same clause, or one of the trailing ones after it, makes that
-# mention not count: "no pneumothorax", "without effusion", "resolved effusion", "effusion has resolved".
-NEGATION_WORDS = frozenset(
-    {"no", "not", "without", "negative", "free", "absence", "absent", "resolved", "resolution", "neither",
-     "nor", "never", "excluded", "exclude", "unlikely", "denies"}
-)  # fmt: skip
-_TRAILING_NEGATION_WORDS = frozenset({"not", "absent", "resolved", "excluded", "unlikely", "negative"})
+    category: tuple(entry["terms"]) + tuple(entry["related"])
+    for category, entry in VOCABULARY["findings"].items()
+}
 _CLAUSE_BREAK = re.compile(r"[,;:.!?()]|\b(?:but|however|although|though|whereas)\b")
 
 
@@ -331,58 +273,107 @@ def _category_key(category: str) -> str:
     return " ".join(re.sub(r"[/_\-]", " ", category.lower()).split())
 
 
-def category_keywords(category: str) -> tuple[str, ...]:
-    """The terms that name ``category``: its ``CATEGORY_KEYWORDS`` entry, else the category's own words."""
+_CATEGORY_OF_LABEL = {}
+for _category, _entry in VOCABULARY["findings"].items():
+    for _name in (*_entry["labels"], _category):
+        _CATEGORY_OF_LABEL.setdefault(_category_key(_name), _category)
+
+
+def _trigger_pattern(phrases: Sequence[str]) -> re.Pattern:
+    alternation = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
+    return re.compile(rf"(?<![\w/-])(?:{alternation})(?![\w/-])")
+
+
+_NEGATION_PRE = _trigger_pattern(NEGATION_PRE)
+_NEGATION_POST = _trigger_pattern(NEGATION_POST)
+_PSEUDO_NEGATION = _trigger_pattern(PSEUDO_NEGATION)
+_PATTERNS: dict[str, tuple] = {}
+
+
+def vocabulary_categories(category: str) -> tuple[str, ...]:
+    """The vocabulary categories a dataset category means ("Pleural Effusion" -> ("effusion",), "Nodule/Mass" ->
+    ("nodule", "mass")); () where the vocabulary holds none."""
     key = _category_key(category)
-    return CATEGORY_KEYWORDS.get(key, (key,) if key else ())
+    if key in _CATEGORY_OF_LABEL:
+        found = [_CATEGORY_OF_LABEL[key]]
+        parts = [_category_key(part) for part in category.split("/")] if "/" in category else []
+        found += [_CATEGORY_OF_LABEL[part] for part in parts if part in _CATEGORY_OF_LABEL]
+        return tuple(dict.fromkeys(found))
+    parts = [_category_key(part) for part in category.split("/")]
+    return tuple(dict.fromkeys(_CATEGORY_OF_LABEL[p] for p in parts if p in _CATEGORY_OF_LABEL))
 
 
-def _word_forms(word: str) -> set[str]:
-    forms = {word, word + "s", word + "es"}
-    if word.endswith("y"):
-        forms.add(word[:-1] + "ies")
-    return forms
+def category_keywords(category: str) -> tuple[str, ...]:
+    """The wordings (regular expressions) that name ``category``: its vocabulary categories' ``terms`` and
+    ``related`` wordings, else the category's own words."""
+    terms = [t for c in vocabulary_categories(category) for t in CATEGORY_KEYWORDS[c]]
+    key = _category_key(category)
+    return tuple(terms) if terms else ((re.escape(key) + "(?:s|es)?",) if key else ())
 
 
-def _term_positions(tokens: list[str], term: str) -> list[int]:
-    """Start indices where the term's words (each possibly plural) occur as consecutive tokens."""
-    words = normalize_phrase(term).split()
-    if not words:
-        return []
-    forms = [_word_forms(w) for w in words]
-    return [
-        i
-        for i in range(len(tokens) - len(words) + 1)
-        if all(tokens[i + k] in forms[k] for k in range(len(words)))
-    ]
+def _alternation_pattern(terms: Sequence[str]) -> re.Pattern | None:
+    alternation = "|".join(sorted(set(terms), key=len, reverse=True))
+    return re.compile(rf"\b(?:{alternation})\b") if terms else None
 
 
-def _names_in_clause(tokens: list[str], terms: Sequence[str]) -> bool:
-    for term in terms:
-        length = len(normalize_phrase(term).split())
-        for start in _term_positions(tokens, term):
-            negated_before = any(t in NEGATION_WORDS for t in tokens[:start])
-            negated_after = any(t in _TRAILING_NEGATION_WORDS for t in tokens[start + length :])
-            if not (negated_before or negated_after):
+_OWN_PATTERNS = {c: _alternation_pattern(e["terms"]) for c, e in VOCABULARY["findings"].items()}
+
+
+def _category_patterns(category: str) -> tuple[re.Pattern | None, re.Pattern | None, tuple[str, ...]]:
+    """(own wordings, related wordings, vocabulary categories) of a dataset category."""
+    if category not in _PATTERNS:
+        categories = vocabulary_categories(category)
+        if categories:
+            own = [t for c in categories for t in VOCABULARY["findings"][c]["terms"]]
+            related = [t for c in categories for t in VOCABULARY["findings"][c]["related"]]
+        else:
+            own, related = list(category_keywords(category)), []
+        _PATTERNS[category] = (_alternation_pattern(own), _alternation_pattern(related), categories)
+    return _PATTERNS[category]
+
+
+def _inside_longer_wording(clause: str, start: int, end: int, categories: tuple[str, ...]) -> bool:
+    """A wording inside a longer wording of another category is that category's ("pericardial effusion" is no
+    pleural effusion, "nodular opacity" a nodule): the reader resolves overlaps to the longest wording."""
+    for category, pattern in _OWN_PATTERNS.items():
+        if category in categories or pattern is None:
+            continue
+        for m in pattern.finditer(clause):
+            if m.start() <= start and end <= m.end() and m.end() - m.start() > end - start:
                 return True
     return False
 
 
-def names_category(label: str | None, category: str) -> bool:
-    """Whether a predicted ``label`` names ``category`` (case-insensitive whole-word match, not negated).
+def _denied(clause: str, start: int, end: int) -> bool:
+    pseudo = [(m.start(), m.end()) for m in _PSEUDO_NEGATION.finditer(clause)]
 
-    The label is split into clauses at punctuation and "but/however/although/though/whereas"; a
-    category term (``category_keywords``) found in a clause counts unless a ``NEGATION_WORDS`` word
-    comes before it in that clause, or "not/absent/resolved/excluded/unlikely/negative" after it.
-    A category without a table entry is named by its own words; an empty category or label names
-    nothing.
+    def real(m) -> bool:
+        return not any(a <= m.start() < b for a, b in pseudo)
+
+    before = any(real(m) for m in _NEGATION_PRE.finditer(clause[:start]))
+    return before or any(real(m) for m in _NEGATION_POST.finditer(clause, end))
+
+
+def names_category(label: str | None, category: str) -> bool:
+    """Whether a predicted ``label`` names ``category`` as the report reader reads it (case-insensitive).
+
+    The label is split into clauses at punctuation and "but/however/although/though/whereas"; one of the
+    category's wordings (``category_keywords``) in a clause counts (an own wording only where no longer wording of
+    another category holds it, as the reader resolves overlaps) unless a negation trigger of the reader
+    (``NEGATION_PRE``) comes before it in that clause or one of ``NEGATION_POST`` after it ("pseudo-negations"
+    such as "cannot be excluded" deny nothing). An empty category or label names nothing.
     """
-    terms = category_keywords(category or "")
-    if not label or not terms:
+    own, related, categories = _category_patterns(category or "")
+    if not label or (own is None and related is None):
         return False
     for clause in _CLAUSE_BREAK.split(label.lower()):
-        if _names_in_clause(normalize_phrase(clause).split(), terms):
-            return True
+        clause = " ".join(clause.split())
+        for pattern, own_wording in ((own, True), (related, False)):
+            for m in pattern.finditer(clause) if pattern is not None else ():
+                if own_wording and _inside_longer_wording(clause, m.start(), m.end(), categories):
+                    continue
+                if not _denied(clause, m.start(), m.end()):
+                    return True
     return False
 
 

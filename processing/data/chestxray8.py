@@ -11,8 +11,12 @@
     the MedRG/uMedGround paper: one report per box, written from its label and position). ONE SAMPLE PER
     REPORT ROW: an image with 2+ boxes gives one sample per box, each with its own report and exactly one
     finding (that row's label and box); the other boxes of the image are not in that sample because its
-    report does not state them. The finding's phrase is a short key phrase taken from the report's own
-    words (``reading_medrg.key_phrase``, e.g. "left pleural effusion"). Row ``source``: ``"chestxray8:gpt"`` /
+    report does not state them. The finding's phrase is the label the report reader gives that finding
+    (``reading_medrg.ReportReader``: a contiguous span of the report with its size, severity and location words,
+    e.g. "small layering right pleural effusion"; where the side stands apart from the finding, the side word of
+    its sentence goes before the span, "right pneumothorax"), the finding of the row's label on the row's side
+    where the report states several; only when the reader finds none does it fall back to a phrase composed from
+    label and position (``reading_medrg.key_phrase``). Row ``source``: ``"chestxray8:gpt"`` /
     ``"chestxray8:llama"``; ``image_id``: ``"<image name>#<writer>:<label>"`` (unique per sample; the part
     before ``#`` is the image file name). Every split the build has must have its file for that writer.
   * ``"all"``: each image once per available source, all in the same splits: the template sample plus, for
@@ -54,7 +58,7 @@ from .common import (
     read_text_checked,
     resolve_id_secret,
 )
-from .records import BoxAnnotation, ImageRecord, build_from_records
+from .records import BoxAnnotation, BuildOptions, ImageRecord, build_from_records
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +224,17 @@ def _template_record(name: str, rows: list[Row], split: str, path: Path, csv_pat
 
 
 def _key_phrase(report: str, label: str, position: str, stats: BuildStats) -> str:
-    from ..reading_medrg import key_phrase  # the report-language module; imported on first narrative build
+    """The answer phrase of a report row: the reader's label for the finding of ``label`` (see the module doc)."""
+    # the report-language modules; imported on the first narrative build
+    from ..reading_medrg import ReportReader, default_finding_vocabulary, key_phrase
 
+    vocabulary = default_finding_vocabulary()
+    category = vocabulary.category_of_label(label)
+    side = next((w for w in position.lower().split() if w in ("left", "right")), "")
+    found = [f for f in ReportReader(vocabulary).read(report).stated if f.category == category]
+    if found:
+        # the row's side first, then a finding the report does not hedge
+        return min(found, key=lambda f: (bool(side) and f.side != side, f.uncertain)).label
     phrase = " ".join(str(key_phrase(report, label, position)).split())
     if not phrase:
         stats.skip("narrative rows whose report gave no key phrase (the label is the phrase)")
@@ -362,13 +375,10 @@ def build_chestxray8(
             *parts,
             file_signature(inputs),
         ),  # fmt: skip
+        options=BuildOptions(clip_tolerance_px, cache_dir, progress, streaming),
         id_secret=resolve_id_secret(id_secret, data_dir),
         image_field="Image Index",
-        clip_tolerance_px=clip_tolerance_px,
         report_seed=report_seed,
         negatable=NEGATABLE,
-        cache_dir=cache_dir,
-        progress=progress,
-        streaming=streaming,
         stats=stats,
     )

@@ -38,7 +38,7 @@ from .common import (
     normalise_split,
     resolve_id_secret,
 )
-from .records import ImageRecord, build_from_records
+from .records import BuildOptions, ImageRecord, build_from_records
 
 SOURCE = "jsonl"
 REQUIRED_FIELDS = ("image", "report", "findings")
@@ -200,10 +200,7 @@ def build_jsonl(
             file_signature(r.image_path for r in records),
             image_ids,
         ),
+        options=BuildOptions(clip_tolerance_px, cache_dir, progress, streaming),
         id_secret=secret,
         image_field="image",
-        clip_tolerance_px=clip_tolerance_px,
-        cache_dir=cache_dir,
-        progress=progress,
-        streaming=streaming,
     )

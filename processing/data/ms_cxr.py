@@ -26,7 +26,7 @@ from .common import (
     read_text_checked,
     resolve_id_secret,
 )
-from .records import BoxAnnotation, ImageRecord, build_from_records
+from .records import BoxAnnotation, BuildOptions, ImageRecord, build_from_records
 
 SOURCE = "ms-cxr"
 COLUMNS = (
@@ -151,10 +151,7 @@ def build_ms_cxr(
             str(reports_dir),
             file_signature(r.image_path for r in recs),
         ),
+        options=BuildOptions(clip_tolerance_px, cache_dir, progress, streaming),
         id_secret=resolve_id_secret(id_secret, data_dir),
         image_field="path",
-        clip_tolerance_px=clip_tolerance_px,
-        cache_dir=cache_dir,
-        progress=progress,
-        streaming=streaming,
     )

@@ -187,32 +187,46 @@ def _check_tolerance(clip_tolerance_px) -> None:
         raise ValueError(f"clip_tolerance_px must be a number >= 0, got {clip_tolerance_px!r}")
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """The options every real-data builder takes and hands on unchanged to ``build_from_records``.
+
+    ``clip_tolerance_px``: how far (pixels) a box may stand outside the image before it is an error (closer
+    boxes are clipped); ``cache_dir``: the ``datasets`` cache; ``progress``: a progress bar (None: when a
+    terminal); ``streaming``: an ``IterableDatasetDict`` whose rows are made as they are read.
+    """
+
+    clip_tolerance_px: float = 2.0
+    cache_dir: str | os.PathLike | None = None
+    progress: bool | None = None
+    streaming: bool = False
+
+
 def build_from_records(
     records: Sequence[ImageRecord],
     source: str,
     fingerprint_parts: Sequence,
+    options: BuildOptions,
     *,
     id_secret: bytes,
     image_field: str = "image",
-    clip_tolerance_px: float = 2.0,
     report_seed: int = 0,
     negatable: Sequence[str] = DEFAULT_NEGATABLE,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool | None = None,
     fuse=None,
     stats: BuildStats | None = None,
-    streaming: bool = False,
 ):
     """The one path from records to a ``DatasetDict`` (splits train / validation / test, rows sorted by id).
 
     Checks duplicates, patient-disjoint splits and image files (``image_field`` names the annotation field
     in the error), then builds the rows lazily through ``datasets``' cache. ``id_secret``: the key of the
     published patient ids (``common.resolve_id_secret``). ``fuse``: boxes -> boxes of one finding
-    (e.g. the mean of several readers). ``negatable``: categories a written report may deny. ``streaming``: an
-    ``IterableDatasetDict`` whose rows are made as they are read (the checks above still run first).
+    (e.g. the mean of several readers). ``negatable``: categories a written report may deny. ``options``: the
+    builder's ``BuildOptions`` (with ``streaming``, rows are made as they are read; the checks above still run
+    first).
     """
     if not records:
         raise DataFormatError(f"{source}: the annotations hold no image to build")
+    clip_tolerance_px, cache_dir = options.clip_tolerance_px, options.cache_dir
     _check_tolerance(clip_tolerance_px)
     check_records(records)
     check_images_exist(records, image_field)
@@ -236,9 +250,9 @@ def build_from_records(
         ),  # fmt: skip
         cache_dir=None if cache_dir is None else str(cache_dir),
         desc=source,
-        progress=progress,
-        streaming=streaming,
+        progress=options.progress,
+        streaming=options.streaming,
     )
-    if not streaming:  # a stream makes its rows (and counts what it skips) only when it is read
+    if not options.streaming:  # a stream makes its rows (and counts what it skips) only when it is read
         stats.log()
     return dd

@@ -9,7 +9,8 @@ a verbatim span of the report (case-insensitive) and names that finding's catego
   clinical filler and recommendations, negated absent findings, normal reports.
 - one of ``VARIED_STYLES`` to force it; ``"template"`` for the first, fixed FINDINGS/IMPRESSION wording.
 
-Words come from ``vocabulary_medrg.py``. A category in ``findings`` is never negated; answers never come from a
+Finding nouns come from ``vocabulary_medrg.py`` (shared with the reader), position and template words from
+``writing_vocabulary.py`` (the writers' own). A category in ``findings`` is never negated; answers never come from a
 negated or hypothetical sentence ("Evaluate for pneumonia."), so they never name a finding the report denies.
 
 Radiological convention: a PA/AP chest image is viewed as if facing the patient, so the patient's RIGHT
@@ -22,8 +23,8 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from ..vocabulary_medrg import (
-    CATEGORY_TERMS,
+from ..vocabulary_medrg import CATEGORY_TERMS, CategoryTerms, category_of_label
+from .writing_vocabulary import (
     LOCATION_ADJECTIVES,
     LOCATION_NOUNS,
     NO_FINDING_IMPRESSIONS,
@@ -36,9 +37,7 @@ from ..vocabulary_medrg import (
     TEMPLATE_NEGATIONS,
     TEMPLATE_VIEWS,
     ZONES,
-    CategoryTerms,
     article,
-    category_of_label,
 )
 
 CENTRAL_CATEGORIES = {"cardiomegaly", "aortic enlargement", "enlarged pa", "mediastinal shift", "edema"}

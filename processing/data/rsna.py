@@ -23,7 +23,7 @@ from .common import (
     read_csv_rows,
     resolve_id_secret,
 )
-from .records import BoxAnnotation, ImageRecord, build_from_records
+from .records import BoxAnnotation, BuildOptions, ImageRecord, build_from_records
 
 SOURCE = "rsna-pneumonia"
 COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
@@ -102,10 +102,7 @@ def build_rsna(
             split_seed,
             file_signature(r.image_path for r in recs),
         ),
+        options=BuildOptions(clip_tolerance_px, cache_dir, progress, streaming),
         id_secret=secret,
         image_field="patientId",
-        clip_tolerance_px=clip_tolerance_px,
-        cache_dir=cache_dir,
-        progress=progress,
-        streaming=streaming,
     )

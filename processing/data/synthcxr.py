@@ -47,14 +47,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..vocabulary_medrg import (
+from .report_text import Finding, deniable_categories, template_report, write_report
+from .writing_vocabulary import (
     TEMPLATE_LOCATION_ADJECTIVES,
     TEMPLATE_LOCATION_NOUNS,
     TEMPLATE_NEGATIONS,
     TEMPLATE_NOUNS,
     TEMPLATE_QUALIFIERS,
 )
-from .report_text import Finding, deniable_categories, template_report, write_report
 
 CATEGORIES = ("nodule", "mass", "consolidation", "atelectasis", "effusion", "pneumothorax", "cardiomegaly")
 CATEGORY_WEIGHTS = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.6])

@@ -31,7 +31,7 @@ from .common import (
     read_csv_rows,
     resolve_id_secret,
 )
-from .records import BoxAnnotation, ImageRecord, build_from_records
+from .records import BoxAnnotation, BuildOptions, ImageRecord, build_from_records
 
 SOURCE = "vindr-cxr"
 COLUMNS = ("image_id", "rad_id", "class_name", "x_min", "y_min", "x_max", "y_max")
@@ -202,12 +202,9 @@ def build_vindr_cxr(
             file_signature(r.image_path for r in records),
             file_signature(csv_files + ([Path(image_meta_file)] if image_meta_file else [])),
         ),  # fmt: skip
+        options=BuildOptions(clip_tolerance_px, cache_dir, progress, streaming),
         id_secret=resolve_id_secret(id_secret, data_dir),
         image_field="image_id",
-        clip_tolerance_px=clip_tolerance_px,
-        cache_dir=cache_dir,
-        progress=progress,
-        streaming=streaming,
         fuse=_mean_box if readers == "fuse" else None,
         stats=stats,
     )
