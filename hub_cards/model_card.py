@@ -328,7 +328,7 @@ def render_default_model_card(folder: str | Path) -> str:
         "training time": f"{metrics['train_seconds']} s on 2 shared CPU cores"
         if metrics.get("train_seconds")
         else None,
-        "weights": f"{megabytes:.1f} MB" if megabytes else None,
+        "weights": f"{megabytes:.1f} MiB" if megabytes else None,
     }
     recorded = metrics.get("training") or {}  # written by the recipe that trained the model
     training.update({key: value for key, value in recorded.items() if value})
@@ -337,7 +337,7 @@ def render_default_model_card(folder: str | Path) -> str:
     else:
         made = "trained from scratch on CPU"
     summary = (
-        f"A small MedRG ({megabytes:.1f} MB) {made}, embedded in the `medrg` package: "
+        f"A small MedRG ({megabytes:.1f} MiB) {made}, embedded in the `medrg` package: "
         '`pipeline("report-grounding")`, `medrg.hub.load_pipeline()` and `medrg ground` use it when no model is '
         "named. A demonstration model, small and trained on CPU: published models report 38.38 acc@0.5 / 38.49 "
         "mIoU (uMedGround) on their own ChestX-ray8 split (the splits differ)."

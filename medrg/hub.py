@@ -1,7 +1,7 @@
 """MedRG hub folders: THE one writer of a model folder, and loading one as a pipeline without running its code.
 
-``save_hub_folder(model, processor, out_dir)`` writes what every producer writes (``medrg train``'s export via
-``medrg.training.export``, ``medrg export``, ``pipe.save_pretrained``):
+``save_hub_folder(model, processor, out_dir)`` writes what every producer writes (``medrg train``'s export,
+``medrg export``, ``pipe.save_pretrained``):
 
 - ``model.safetensors`` (a PEFT/LoRA model is merged first; never pickled weights);
 - ``config.json`` with ``auto_map`` (AutoConfig/AutoModel) AND ``custom_pipelines`` (``report-grounding``), so

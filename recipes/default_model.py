@@ -20,6 +20,12 @@ zone; fitted here from the training phrases and saved in the processor) and the 
 steps) gives the embedded default: `medrg/default_model/RECIPE.md` has its times and
 `benchmarks/results/seeing_default.md` its ablation table (`python benchmarks/seeing.py --model default
 --previous runs/previous_default`).
+
+Mirrors: `--flipped-augmentations 3` adds each ChestX-ray8 training image flipped left-right, in 3 variants, with
+"left" and "right" swapped in its report and answer (rows whose findings all name a side; rows naming one-sided
+anatomy such as the middle lobe or lingula are not mirrored), which the box prior is not fitted on. The shipped
+default was trained without them; `--reuse-cache runs/default_v2/cache` takes the unmirrored features from an
+earlier cache instead of computing them again.
 """
 
 from __future__ import annotations
@@ -28,13 +34,14 @@ import argparse
 import json
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "runs" / "default_v2"
@@ -63,6 +70,7 @@ PHRASE_PARTS = ("phrase_attention.", "box_state_norm.", "phrase_norm.", "query_p
 @dataclass
 class Recipe:
     augmentations: int = 5  # per ChestX-ray8 train image, the first is the image itself
+    flipped_augmentations: int = 0  # per mirrored ChestX-ray8 image (0: no mirrored rows; see the docstring)
     synthcxr_examples: int = 1200
     steps: int = 1500
     batch_size: int = 16
@@ -109,7 +117,49 @@ def assemble(start: Path, out: Path) -> None:
     print(f"assembled {out}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
 
-# ----- augmentation that respects anatomy: zoom/shift, intensity, gamma; no flips -----
+# ----- augmentation that respects anatomy: zoom/shift, intensity, gamma; a mirror swaps left and right -----
+SIDE_SWAP = {"left": "right", "right": "left"}
+# anatomy that exists on one side only: a mirrored report naming it would describe no real chest
+ONE_SIDED = re.compile(r"middle lobe|lingul", re.IGNORECASE)
+
+
+def swap_sides(text: str) -> str:
+    """`text` with "left" and "right" exchanged, keeping each word's capitalisation."""
+
+    def swap(match: re.Match) -> str:
+        word = match.group(0)
+        other = SIDE_SWAP[word.lower()]
+        return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
+
+    return re.sub(r"\b(?:left|right)\b", swap, text, flags=re.IGNORECASE)
+
+
+def mirrored_row(row: dict) -> dict | None:
+    """The row seen in a mirror: image flipped left-right, boxes mirrored, "left" and "right" swapped in the report
+    and in every answer phrase. None where a mirror cannot be described: a finding whose phrase names no side (its
+    prior box would not mirror with it: the heart, for one, moves to the other side) or one-sided anatomy."""
+    findings = row["findings"] or []
+    sided = re.compile(r"\b(?:left|right)\b", re.IGNORECASE)
+    if (
+        not findings
+        or not all(sided.search(f["phrase"]) for f in findings)
+        or ONE_SIDED.search(row["report"])
+    ):
+        return None
+    width = row["image"].size[0]
+    return {
+        **row,
+        "image_key": "cxr8flip/" + row["image_key"].split("/", 1)[1],
+        "image": ImageOps.mirror(row["image"]),
+        "report": swap_sides(row["report"]),
+        "findings": [
+            {**f, "phrase": swap_sides(f["phrase"]),
+             "boxes": [[width - b[2], b[1], width - b[0], b[3]] for b in f["boxes"]]}
+            for f in findings
+        ],
+    }  # fmt: skip
+
+
 def draw_augmentation(rng: random.Random, index: int) -> dict:
     if index == 0:
         return {"zoom": 1.0, "dx": 0.0, "dy": 0.0, "gain": 1.0, "offset": 0.0, "gamma": 1.0}
@@ -154,6 +204,9 @@ def training_rows(recipe: Recipe) -> list[dict]:
     )
     for row in data["train"]:
         rows.append({"image_key": "cxr8/" + row["image_id"].split("#")[0], **row})
+        mirrored = mirrored_row(rows[-1]) if recipe.flipped_augmentations else None
+        if mirrored is not None:
+            rows.append(mirrored)
     synth = load_grounding_dataset(
         "synthcxr",
         examples_per_split={"train": recipe.synthcxr_examples, "validation": 1, "test": 1},
@@ -167,8 +220,10 @@ def training_rows(recipe: Recipe) -> list[dict]:
 
 
 @torch.no_grad()
-def build_cache(recipe: Recipe, init: Path, out: Path) -> None:
-    """Lite0 features (fp16) of every training image x augmentation, and the tokenized rows."""
+def build_cache(recipe: Recipe, init: Path, out: Path, reuse: Path | None = None) -> None:
+    """Lite0 features (fp16) of every training image x augmentation, and the tokenized rows. `reuse`: an earlier
+    cache of this recipe (same seed, start model and augmentations): the features of the image x augmentation pairs
+    it holds are taken from it, after checking that the first one is what the tower computes now."""
     from medrg import MedRGForReportGrounding, MedRGProcessor
 
     model = MedRGForReportGrounding.from_pretrained(str(init)).eval()
@@ -180,21 +235,34 @@ def build_cache(recipe: Recipe, init: Path, out: Path) -> None:
         images.setdefault(row["image_key"], row["image"])
     rng = random.Random(recipe.seed)
     keys = sorted(images)
-    augs = {k: [draw_augmentation(rng, i) for i in range(recipe.augmentations if k.startswith("cxr8") else 1)]
-            for k in keys}  # fmt: skip
+    count = {"cxr8": recipe.augmentations, "cxr8flip": recipe.flipped_augmentations}
+    augs = {k: [draw_augmentation(rng, i) for i in range(count.get(k.split("/")[0], 1))] for k in keys}
     maps: list[list[torch.Tensor]] = [[] for _ in LEVELS]
     index_of: dict[tuple[str, int], int] = {}
+    earlier = torch.load(reuse / "cache.pt", weights_only=False) if reuse else {"index": [], "maps": []}
+    earlier_index = {tuple(pair): i for i, pair in enumerate(earlier["index"])}
     started = time.perf_counter()
     for number, key in enumerate(keys):
         image = images[key]
         for a, aug in enumerate(augs[key]):
+            index_of[(key, a)] = len(maps[0])
+            if (key, a) in earlier_index and maps[0]:  # the first pair is computed to check the earlier cache
+                for level, earlier_maps in enumerate(earlier["maps"]):
+                    maps[level].append(earlier_maps[earlier_index[(key, a)]])
+                continue
             pixels = processor.image_processor([augment_image(image, aug)], return_tensors="pt")[
                 "pixel_values"
             ]
             grids = model.encode_vision(pixels)  # (token grid = level 16, *levels)
-            index_of[(key, a)] = len(maps[0])
             for level, grid in enumerate(grids[1:]):
                 maps[level].append(grid[0].to(torch.float16))
+            if (key, a) in earlier_index:
+                for level, earlier_maps in enumerate(earlier["maps"]):
+                    if not torch.allclose(earlier_maps[earlier_index[(key, a)]].float(), maps[level][-1].float(),
+                                          atol=2e-2, rtol=2e-2):  # fmt: skip
+                        raise ValueError(
+                            f"{reuse}: its features of {key} differ from the tower's: not this recipe"
+                        )
         if number % 100 == 0:
             print(f"cache {number}/{len(keys)} images, {time.perf_counter() - started:.0f} s", flush=True)
     for row in rows:
@@ -212,7 +280,10 @@ def build_cache(recipe: Recipe, init: Path, out: Path) -> None:
             "maps": [index_of[(row["image_key"], a)] for a in range(len(augs[row["image_key"]]))],
             "augs": augs[row["image_key"]], "source": row["image_key"].split("/")[0],
         })  # fmt: skip
-    torch.save({"maps": [torch.stack(m) for m in maps], "examples": examples}, out / "cache.pt")
+    index = sorted(index_of, key=index_of.get)
+    torch.save(
+        {"maps": [torch.stack(m) for m in maps], "examples": examples, "index": index}, out / "cache.pt"
+    )
     seconds = round(time.perf_counter() - started, 1)
     (out / "cache_summary.json").write_text(json.dumps({"seconds": seconds, "features": len(maps[0])}) + "\n")
     print(f"cached {len(maps[0])} image x augmentation features, {len(examples)} rows, "
@@ -247,7 +318,7 @@ def pick_rows(cache: dict, rng: random.Random, recipe: Recipe) -> list[int]:
             cache["by_source"].setdefault(example["source"], []).append(index)
     synth = sum(rng.random() < recipe.synthcxr_fraction for _ in range(recipe.batch_size))
     synth = min(synth, len(cache["by_source"].get("synth", [])))
-    real = cache["by_source"]["cxr8"]
+    real = cache["by_source"]["cxr8"] + cache["by_source"].get("cxr8flip", [])
     return rng.sample(real, recipe.batch_size - synth) + rng.sample(
         cache["by_source"].get("synth", []), synth
     )
@@ -385,7 +456,14 @@ def write_summary(recipe: Recipe, cache_dir: Path, out: Path, train_seconds: flo
         "card": {
             "recipe": "`RECIPE.md` (`recipes/default_model.py`)",
             "data": "the ChestX-ray8 train part (599 images; template and GPT-written reports; each image in "
-            f"{recipe.augmentations} zoom/shift/intensity variants) + {recipe.synthcxr_examples} SynthCXR images "
+            f"{recipe.augmentations} zoom/shift/intensity variants"
+            + (
+                f", and mirrored with left and right swapped in report and answer in {recipe.flipped_augmentations}"
+                " more where every finding names its side"
+                if recipe.flipped_augmentations
+                else ""
+            )
+            + f") + {recipe.synthcxr_examples} SynthCXR images "
             f"({100 * recipe.synthcxr_fraction:.0f} % of each batch); the LLaMA-written reports never",
             "initialisation": "ImageNet EfficientNet-Lite0 (frozen, 512 px); LM, tokenizer and phrase read-out from "
             "the previous default (trained from scratch with configs/default_model.yaml); box decoder from scratch",
@@ -406,14 +484,19 @@ def main() -> None:
     parser.add_argument("--start", default=str(ROOT / "runs" / "previous_default"))
     parser.add_argument("--run", default=str(RUN))
     parser.add_argument("--steps", type=int, default=Recipe.steps)
+    parser.add_argument("--flipped-augmentations", type=int, default=Recipe.flipped_augmentations)
+    parser.add_argument(
+        "--reuse-cache", help="an earlier cache folder of this recipe: its features are reused"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipe, run = Recipe(steps=args.steps), Path(args.run)
+    recipe = Recipe(steps=args.steps, flipped_augmentations=args.flipped_augmentations)
+    run = Path(args.run)
     if args.step == "assemble":
         assemble(Path(args.start), run / "init")
     elif args.step == "cache":
-        build_cache(recipe, run / "init", run / "cache")
+        build_cache(recipe, run / "init", run / "cache", Path(args.reuse_cache) if args.reuse_cache else None)
     elif args.step == "train":
         train(recipe, run / "init", run / "cache", run)
     else:  # rewrite train_summary.json from the last checkpoint

@@ -79,3 +79,45 @@ def test_default_model_folder_is_a_pure_artefact():
     for name in ("config.json", "processor_config.json", "tokenizer_config.json"):
         if (FOLDER / name).is_file():
             assert "auto_map" not in json.loads((FOLDER / name).read_text()), f"{name} points at hub code"
+
+
+def _recipe():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "default_model_recipe", REPO_ROOT / "recipes" / "default_model.py"
+    )
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclass looks itself up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_mirror_swaps_sides_in_report_answer_and_boxes():
+    from PIL import Image
+
+    recipe = _recipe()
+    assert recipe.swap_sides("Left base. RIGHT apex; the right-sided, leftover left.") == (
+        "Right base. LEFT apex; the left-sided, leftover right."
+    )
+    image = Image.new("L", (512, 512))
+    image.putpixel((10, 20), 255)
+    row = {
+        "image_key": "cxr8/a.png",
+        "image": image,
+        "report": "Small right pleural effusion. No left pneumothorax.",
+        "findings": [
+            {"phrase": "small right pleural effusion", "category": "effusion", "boxes": [[10, 20, 110, 220]]}
+        ],
+    }
+    mirrored = recipe.mirrored_row(row)
+    assert mirrored["image_key"] == "cxr8flip/a.png"
+    assert mirrored["report"] == "Small left pleural effusion. No right pneumothorax."
+    assert mirrored["findings"] == [
+        {"phrase": "small left pleural effusion", "category": "effusion", "boxes": [[402, 20, 502, 220]]}
+    ]
+    assert mirrored["image"].getpixel((501, 20)) == 255 and mirrored["image"].getpixel((10, 20)) == 0
+    # a finding without a side (its prior box would not mirror with it) or one-sided anatomy: no mirror
+    unsided = {**row, "findings": [{**row["findings"][0], "phrase": "cardiomegaly"}]}
+    assert recipe.mirrored_row(unsided) is None
+    assert recipe.mirrored_row({**row, "report": row["report"] + " Right middle lobe clear."}) is None

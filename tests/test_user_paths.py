@@ -238,7 +238,8 @@ def test_low_level_path_is_unguided_and_the_readme_shows_the_guided_one(tiny):
     from transformers import pipeline
 
     text = " ".join((REPO_ROOT / "README.md").read_text().split())
-    assert "logits_processor=[guide]" in text and "unguided" in text
+    assert "model.generate_grounding(**processor(images=[image], text=[report], guided=True))" in text
+    assert "unguided" in text
     model, processor = tiny
     pipe = pipeline("report-grounding", model=model, processor=processor)
     image = xray_like(96, 80, seed=5)
@@ -252,8 +253,9 @@ def test_low_level_path_is_unguided_and_the_readme_shows_the_guided_one(tiny):
         )[0]["labels"]
 
     # the README's recipe, as written there
-    guide = processor.report_guide(processor.report_phrases([REPORT]), inputs["input_ids"].shape[1])
-    guided = labels(logits_processor=[guide], max_new_tokens=max(64, guide.min_new_tokens()))
+    out = model.generate_grounding(**processor(images=[image], text=[REPORT], guided=True))
+    guided = processor.post_process_grounding(out, target_sizes=inputs["image_sizes"], threshold=0.0, top_k=1)
+    guided = guided[0]["labels"]
     assert guided == [r["label"] for r in pipe(image, report=REPORT, threshold=0.0)]
     free = [r["label"] for r in pipe(image, report=REPORT, threshold=0.0, guided=False)]
     assert labels() == free

@@ -205,6 +205,9 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
             return f"{v:.4g}"
         return str(v)
 
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"a table row has {len(row)} cells for {len(headers)} columns: {list(row)}")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)

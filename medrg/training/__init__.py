@@ -25,10 +25,10 @@ def __getattr__(name: str):
         from . import trainer
 
         return getattr(trainer, name)
-    if name in ("save_hub_folder", "merge_adapters"):
-        from . import export
+    if name in ("save_hub_folder", "merge_adapters"):  # the one hub-folder writer
+        from medrg import hub
 
-        return getattr(export, name)
+        return getattr(hub, name)
     if name in ("GroundingEvalCallback", "grounding_metrics"):
         from . import callbacks
 

@@ -299,9 +299,10 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
     no-op for a run that already finished); a non-finite loss raises `NonFiniteLossError` before any export.
     A SIGTERM during training saves `checkpoint-N` at the end of the current step and returns a summary with
     `preempted: True` and `checkpoint` (nothing exported; resume continues from it)."""
+    from medrg.hub import merge_adapters, save_hub_folder
+
     from .callbacks import grounding_metrics
     from .checkpoints import resolve_resume_checkpoint
-    from .export import merge_adapters, save_hub_folder
     from .streaming import materialize
 
     config = load_config(config)
@@ -362,7 +363,7 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
             config.export.evaluate_splits,
         )
     export_dir = config.export.dir or str(Path(args.output_dir) / "final")
-    save_hub_folder(merged, processor, export_dir, card_text=config.export.card_text, metrics=metrics)
+    save_hub_folder(merged, processor, export_dir, card=config.export.card_text, metrics=metrics)
     summary.update(export_dir=export_dir, metrics=metrics)
     # written last: its presence (with the exported folder) marks the run as finished for --resume
     (Path(args.output_dir) / SUMMARY_FILE).write_text(
