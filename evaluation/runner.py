@@ -325,24 +325,13 @@ def evaluate_model(
         predictions, references, iou_thresholds=iou_thresholds, multi_box=multi_box, return_details=True
     )
     details = metrics.pop("details")
-    report = {
-        "model": model_name or resolved_name,
-        "dataset": dataset_name or name,
-        "split": split,
-        "num_samples": len(examples),
-        "config": {
-            "model_source": str(model_or_path)
-            if isinstance(model_or_path, (str, os.PathLike))
-            else type(model_or_path).__name__,
-            "batch_size": batch_size,
-            "threshold": threshold,
-            "max_samples": max_samples,
-            "iou_thresholds": list(iou_thresholds),
-            "multi_box": multi_box,
-            **METRIC_RULES,
-        },
-        "metrics": metrics,
-    }
+    source = (
+        str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else type(model_or_path).__name__
+    )
+    config = {"model_source": source, "batch_size": batch_size, "threshold": threshold, "max_samples": max_samples,
+              "iou_thresholds": list(iou_thresholds), "multi_box": multi_box, **METRIC_RULES}  # fmt: skip
+    report = {"model": model_name or resolved_name, "dataset": dataset_name or name, "split": split,
+              "num_samples": len(examples), "config": config, "metrics": metrics}  # fmt: skip
     if out_dir is not None:
         _write_outputs(Path(out_dir), report, examples, predictions, details, num_overlays)
     return report

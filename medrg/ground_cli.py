@@ -184,6 +184,26 @@ def format_not_grounded(read: list[dict], unsupported: list[str]) -> str:
     return "\n".join(lines)
 
 
+def print_notes(status: dict, max_length: int, free: bool) -> None:
+    """A truncated report or an answer cut off by --max-new-tokens, said on stderr."""
+    if status["report_truncated"]:
+        print(
+            f"note: the report is longer than the model's max_length ({max_length} tokens) and was "
+            "truncated for the model"
+            + (
+                "; the findings to ground were still read from the whole report (report-guided)"
+                if not free
+                else ""
+            ),
+            file=sys.stderr,
+        )
+    if not status["finished"]:
+        print(
+            "note: the answer was cut off by --max-new-tokens before it finished: the findings may be incomplete",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     check_options(args)
     report = read_report(args.report, args.report_file)
@@ -214,22 +234,7 @@ def run(args: argparse.Namespace) -> int:
             **options,
         )
     records = status["findings"]
-    if status["report_truncated"]:
-        print(
-            f"note: the report is longer than the model's max_length ({processor.max_length} tokens) and was "
-            "truncated for the model"
-            + (
-                "; the findings to ground were still read from the whole report (report-guided)"
-                if not args.free
-                else ""
-            ),
-            file=sys.stderr,
-        )
-    if not status["finished"]:
-        print(
-            "note: the answer was cut off by --max-new-tokens before it finished: the findings may be incomplete",
-            file=sys.stderr,
-        )
+    print_notes(status, processor.max_length, args.free)
     if args.overlay is not None:
         from medrg.overlay import draw_groundings
 

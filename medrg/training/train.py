@@ -299,11 +299,7 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
     no-op for a run that already finished); a non-finite loss raises `NonFiniteLossError` before any export.
     A SIGTERM during training saves `checkpoint-N` at the end of the current step and returns a summary with
     `preempted: True` and `checkpoint` (nothing exported; resume continues from it)."""
-    from medrg.hub import merge_adapters, save_hub_folder
-
-    from .callbacks import grounding_metrics
     from .checkpoints import resolve_resume_checkpoint
-    from .streaming import materialize
 
     config = load_config(config)
     args = config.training
@@ -344,6 +340,17 @@ def train(config: TrainConfig | dict | str, extra_callbacks: list | None = None)
         return summary
     if not trainer.is_world_process_zero():
         return summary
+    return export_run(config, model, processor, splits, summary)
+
+
+def export_run(config: TrainConfig, model, processor, splits: dict, summary: dict) -> dict:
+    """The end of a finished run: LoRA merged, metrics of the export splits, the hub folder, `SUMMARY_FILE`."""
+    from medrg.hub import merge_adapters, save_hub_folder
+
+    from .callbacks import grounding_metrics
+    from .streaming import materialize
+
+    args = config.training
     merged = merge_adapters(model)
     metrics = {}
     for split in export_splits(config, splits):
