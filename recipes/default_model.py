@@ -121,6 +121,7 @@ def assemble(start: Path, out: Path) -> None:
 SIDE_SWAP = {"left": "right", "right": "left"}
 # anatomy that exists on one side only: a mirrored report naming it would describe no real chest
 ONE_SIDED = re.compile(r"middle lobe|lingul", re.IGNORECASE)
+SIDE_WORD = re.compile(r"\b(?:left|right)\b", re.IGNORECASE)
 
 
 def swap_sides(text: str) -> str:
@@ -131,7 +132,7 @@ def swap_sides(text: str) -> str:
         other = SIDE_SWAP[word.lower()]
         return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
 
-    return re.sub(r"\b(?:left|right)\b", swap, text, flags=re.IGNORECASE)
+    return SIDE_WORD.sub(swap, text)
 
 
 def mirrored_row(row: dict) -> dict | None:
@@ -139,10 +140,9 @@ def mirrored_row(row: dict) -> dict | None:
     and in every answer phrase. None where a mirror cannot be described: a finding whose phrase names no side (its
     prior box would not mirror with it: the heart, for one, moves to the other side) or one-sided anatomy."""
     findings = row["findings"] or []
-    sided = re.compile(r"\b(?:left|right)\b", re.IGNORECASE)
     if (
         not findings
-        or not all(sided.search(f["phrase"]) for f in findings)
+        or not all(SIDE_WORD.search(f["phrase"]) for f in findings)
         or ONE_SIDED.search(row["report"])
     ):
         return None
@@ -242,13 +242,15 @@ def build_cache(recipe: Recipe, init: Path, out: Path, reuse: Path | None = None
     earlier = torch.load(reuse / "cache.pt", weights_only=False) if reuse else {"index": [], "maps": []}
     earlier_index = {tuple(pair): i for i, pair in enumerate(earlier["index"])}
     started = time.perf_counter()
+    checked = False  # the first pair the earlier cache holds is computed and compared, the rest are taken
     for number, key in enumerate(keys):
         image = images[key]
         for a, aug in enumerate(augs[key]):
             index_of[(key, a)] = len(maps[0])
-            if (key, a) in earlier_index and maps[0]:  # the first pair is computed to check the earlier cache
+            earlier_at = earlier_index.get((key, a))
+            if earlier_at is not None and checked:
                 for level, earlier_maps in enumerate(earlier["maps"]):
-                    maps[level].append(earlier_maps[earlier_index[(key, a)]])
+                    maps[level].append(earlier_maps[earlier_at])
                 continue
             pixels = processor.image_processor([augment_image(image, aug)], return_tensors="pt")[
                 "pixel_values"
@@ -256,13 +258,15 @@ def build_cache(recipe: Recipe, init: Path, out: Path, reuse: Path | None = None
             grids = model.encode_vision(pixels)  # (token grid = level 16, *levels)
             for level, grid in enumerate(grids[1:]):
                 maps[level].append(grid[0].to(torch.float16))
-            if (key, a) in earlier_index:
+            if earlier_at is not None:
                 for level, earlier_maps in enumerate(earlier["maps"]):
-                    if not torch.allclose(earlier_maps[earlier_index[(key, a)]].float(), maps[level][-1].float(),
-                                          atol=2e-2, rtol=2e-2):  # fmt: skip
+                    if not torch.allclose(
+                        earlier_maps[earlier_at].float(), maps[level][-1].float(), atol=2e-2, rtol=2e-2
+                    ):
                         raise ValueError(
                             f"{reuse}: its features of {key} differ from the tower's: not this recipe"
                         )
+                checked = True
         if number % 100 == 0:
             print(f"cache {number}/{len(keys)} images, {time.perf_counter() - started:.0f} s", flush=True)
     for row in rows:

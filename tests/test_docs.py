@@ -171,8 +171,6 @@ def test_numbers_the_readme_states_in_prose():
     inference = json.loads((RESULTS / "bench_inference.json").read_text())["data"]["models"]["default"]
     assert f"`import medrg` {inference['cold_start']['import_medrg_s']:.3f} s" in FLAT_README
     assert f"p50 {round(inference['batch1']['p50_ms'])} ms per report" in FLAT_README
-    seeing = json.loads((RESULTS / "seeing_default.json").read_text())
-    assert seeing  # the seeing tables above are compared cell by cell
 
 
 def test_the_readme_example_output_is_what_the_cli_prints(capsys):

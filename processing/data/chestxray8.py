@@ -226,12 +226,12 @@ def _template_record(name: str, rows: list[Row], split: str, path: Path, csv_pat
 def _key_phrase(report: str, label: str, position: str, stats: BuildStats) -> str:
     """The answer phrase of a report row: the reader's label for the finding of ``label`` (see the module doc)."""
     # the report-language modules; imported on the first narrative build
-    from ..reading_medrg import ReportReader, default_finding_vocabulary, key_phrase
+    from ..reading_medrg import ReportReader, key_phrase
 
-    vocabulary = default_finding_vocabulary()
-    category = vocabulary.category_of_label(label)
+    reader = ReportReader()  # the shipped vocabulary, compiled once per process
+    category = reader.vocabulary.category_of_label(label)
     side = next((w for w in position.lower().split() if w in ("left", "right")), "")
-    found = [f for f in ReportReader(vocabulary).read(report).stated if f.category == category]
+    found = [f for f in reader.read(report).stated if f.category == category]
     if found:
         # the row's side first, then a finding the report does not hedge
         return min(found, key=lambda f: (bool(side) and f.side != side, f.uncertain)).label
