@@ -182,7 +182,9 @@ def _check_weights(folder: Path) -> None:
 
 
 def _load_config_object(folder: Path, trust_remote_code: bool) -> Any:
-    """The model config, built (and validated: sizes, ids) before any weight is allocated; errors name config.json."""
+    """The model config, built (and validated: sizes, ids) before any weight is allocated; errors name config.json
+    (a value that MedRGConfig's `@strict` validation refuses raises a `StrictDataclassError` naming the field)."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     config_file = folder / "config.json"
@@ -190,7 +192,7 @@ def _load_config_object(folder: Path, trust_remote_code: bool) -> Any:
         return AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except RecursionError:
         raise ModelLoadError(f"{config_file} is not a usable JSON file: it is nested too deeply") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StrictDataclassError) as error:
         raise ModelLoadError(f"{config_file}: {' '.join(str(error).split())}") from None
 
 

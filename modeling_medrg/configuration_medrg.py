@@ -1,40 +1,51 @@
 """Configuration of MedRG: a causal LM, a vision tower and a box decoder that grounds every `<BOX>` token."""
 
-from __future__ import annotations
-
+import math
 from typing import Literal
 
+from huggingface_hub.dataclasses import strict, validated_field
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-_FEATURE_SELECTS = ("default", "full")
-_BOX_FEATURE_SOURCES = ("vision_tower", "grounding_encoder")
-_BOX_INITIAL_SOURCES = ("image", "text")
 _MAX_LEVELS = 8
-# Upper bounds of the MedRG head's sizes, far above any useful value: a config.json asking for more (a typo or a
-# hostile file, e.g. num_box_queries 1e9) is refused before any weight is allocated.
-_MAX_SIZES = {
-    "box_decoder_dim": 16384,
-    "box_decoder_layers": 64,
-    "box_decoder_heads": 256,
-    "box_decoder_ffn_dim": 65536,
-    "num_box_queries": 1024,
-    "box_sampling_points": 64,
-    "image_token_pooling": 64,
-    "phrase_max_distance": 65536,
-    "num_image_tokens": 65536,
-}
 
 
-def _int_list(value, name: str, minimum: int) -> list[int]:
-    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= _MAX_LEVELS:
-        raise ValueError(f"MedRGConfig.{name} must be a list of 1 to {_MAX_LEVELS} integers, got {value!r}")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
-            raise ValueError(f"MedRGConfig.{name} must hold integers >= {minimum}, got {value!r}")
-    return list(value)
+def _interval(low: float, high: float = math.inf, *, open_low: bool = False, open_high: bool = False):
+    """A `@strict` field validator: the value (unless None) lies in the interval; NaN never does."""
+    shown = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+
+    def check(value) -> None:
+        if value is None:
+            return
+        above = value > low if open_low else value >= low
+        below = value < high if open_high else value <= high
+        if not (above and below):
+            raise ValueError(f"must be in {shown}, got {value!r}")
+
+    return check
 
 
+def _levels(minimum: int):
+    """A `@strict` field validator: None or 1 to `_MAX_LEVELS` integers, each >= `minimum`."""
+
+    def check(value) -> None:
+        if value is not None and not (1 <= len(value) <= _MAX_LEVELS and min(value) >= minimum):
+            raise ValueError(f"must hold 1 to {_MAX_LEVELS} integers >= {minimum}, got {value!r}")
+
+    return check
+
+
+def _size(default: int, high: int):
+    """A positive size up to `high`, far above any useful value: a config.json asking for more (a typo or a
+    hostile file, e.g. num_box_queries 1e9) is refused before any weight is allocated."""
+    return validated_field(_interval(1, high), default=default)
+
+
+def _weight(default: float):
+    return validated_field(_interval(0), default=default)
+
+
+@strict
 class MedRGConfig(PreTrainedConfig):
     r"""
     Composite configuration of [`MedRGForReportGrounding`].
@@ -85,6 +96,13 @@ class MedRGConfig(PreTrainedConfig):
         lm_loss_weight, box_l1_loss_weight, box_giou_loss_weight, box_confidence_loss_weight (`float`):
             weights of the loss parts; the box parts are averaged over decoder layers (deep supervision).
         initializer_range (`float`): std of the normal init of MedRG's own layers.
+
+    Validation (`@strict`, as in transformers' own configs): each field's type and range is checked when it is set
+    (a `float` field takes an `int` too), and the rules across fields (`validate_architecture`,
+    `validate_token_ids`) when the config is built or saved. A bad value raises
+    `huggingface_hub.errors.StrictDataclassFieldValidationError` ("Validation error for field 'num_box_queries'")
+    or `StrictDataclassClassValidationError` (its message names the fields); both are `StrictDataclassError`s.
+    Unknown keys (e.g. from a newer config.json) are kept as attributes, as transformers does.
     """
 
     model_type = "medrg"
@@ -99,57 +117,37 @@ class MedRGConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     vision_config: dict | PreTrainedConfig | None = None
     grounding_vision_config: dict | PreTrainedConfig | None = None
-    image_token_id: int | None = None
-    box_token_id: int | None = None
-    num_image_tokens: int | None = None
+    image_token_id: int | None = validated_field(_interval(0), default=None)
+    box_token_id: int | None = validated_field(_interval(0), default=None)
+    num_image_tokens: int | None = validated_field(_interval(1, 65536), default=None)
     vision_feature_layer: int = -1
     vision_feature_select: Literal["default", "full"] = "default"
-    image_token_pooling: int = 1
+    image_token_pooling: int = _size(1, 64)
     projector_hidden_act: str = "gelu"
-    box_decoder_dim: int = 256
-    box_decoder_layers: int = 3
-    box_decoder_heads: int = 8
-    box_decoder_ffn_dim: int = 1024
-    num_box_queries: int = 3
-    box_sampling_points: int = 4
+    box_decoder_dim: int = _size(256, 16384)
+    box_decoder_layers: int = _size(3, 64)
+    box_decoder_heads: int = _size(8, 256)
+    box_decoder_ffn_dim: int = _size(1024, 65536)
+    num_box_queries: int = _size(3, 1024)
+    box_sampling_points: int = _size(4, 64)
     box_feature_source: Literal["vision_tower", "grounding_encoder"] = "vision_tower"
-    box_feature_levels: list[int] | None = None
-    box_feature_channels: list[int] | None = None
-    vision_feature_channels: int | None = None
+    box_feature_levels: list[int] | None = validated_field(_levels(0), default=None)
+    box_feature_channels: list[int] | None = validated_field(_levels(1), default=None)
+    vision_feature_channels: int | None = validated_field(_interval(1), default=None)
     box_initial_source: Literal["image", "text"] = "image"
-    box_sampling_window: float = 1.0
-    phrase_max_distance: int = 32
-    phrase_recency_slope: float = 0.25
-    lm_loss_weight: float = 1.0
-    box_l1_loss_weight: float = 5.0
-    box_giou_loss_weight: float = 2.0
-    box_confidence_loss_weight: float = 1.0
-    initializer_range: float = 0.02
+    box_sampling_window: int | float = validated_field(_interval(0, 8, open_low=True), default=1.0)
+    phrase_max_distance: int = _size(32, 65536)
+    phrase_recency_slope: int | float = validated_field(_interval(0, open_high=True), default=0.25)
+    lm_loss_weight: int | float = _weight(1.0)
+    box_l1_loss_weight: int | float = _weight(5.0)
+    box_giou_loss_weight: int | float = _weight(2.0)
+    box_confidence_loss_weight: int | float = _weight(1.0)
+    initializer_range: int | float = 0.02
     tie_word_embeddings: bool = False
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        self._check_values()
-
-    def _check_values(self) -> None:
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MedRGConfig.{name} must be a positive integer, got {value!r}")
-            if value > _MAX_SIZES.get(name, value):
-                raise ValueError(f"MedRGConfig.{name} must be at most {_MAX_SIZES[name]}, got {value!r}")
-
-        for name in (
-            "box_decoder_dim",
-            "box_decoder_layers",
-            "box_decoder_heads",
-            "box_decoder_ffn_dim",
-            "num_box_queries",
-            "box_sampling_points",
-            "image_token_pooling",
-            "phrase_max_distance",
-        ):
-            positive_int(name)
+    def validate_architecture(self) -> None:
+        """Part of `@strict`-powered validation: the box decoder's sizes and feature sources fit together."""
+        super().validate_architecture()
         if self.box_decoder_dim % self.box_decoder_heads:
             raise ValueError(
                 f"MedRGConfig.box_decoder_dim ({self.box_decoder_dim}) must be divisible by "
@@ -159,73 +157,34 @@ class MedRGConfig(PreTrainedConfig):
             raise ValueError(
                 f"MedRGConfig.box_decoder_dim must be a multiple of 8 (2-D sine positions), got {self.box_decoder_dim}"
             )
-        if self.num_image_tokens is not None:
-            positive_int("num_image_tokens")
-        ids = {"image_token_id": self.image_token_id, "box_token_id": self.box_token_id}
-        for name, value in ids.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"MedRGConfig.{name} must be a non-negative integer or None, got {value!r}")
-        if self.image_token_id is not None and self.image_token_id == self.box_token_id:
-            raise ValueError(
-                f"MedRGConfig.image_token_id and box_token_id must differ, both are {self.image_token_id}"
-            )
-        self._check_choices()
-        self._check_levels()
-
-    def _check_choices(self) -> None:
-        if self.vision_feature_select not in _FEATURE_SELECTS:
-            raise ValueError(
-                f"MedRGConfig.vision_feature_select must be one of {_FEATURE_SELECTS}, got {self.vision_feature_select!r}"
-            )
-        if self.box_feature_source not in _BOX_FEATURE_SOURCES:
-            raise ValueError(
-                f"MedRGConfig.box_feature_source must be one of {_BOX_FEATURE_SOURCES}, got {self.box_feature_source!r}"
-            )
         if self.box_feature_source == "grounding_encoder" and self.grounding_vision_config is None:
             raise ValueError(
                 'MedRGConfig.box_feature_source="grounding_encoder" needs a grounding_vision_config'
             )
-        for name in (
-            "lm_loss_weight",
-            "box_l1_loss_weight",
-            "box_giou_loss_weight",
-            "box_confidence_loss_weight",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"MedRGConfig.{name} must be a number >= 0, got {value!r}")
-        slope = self.phrase_recency_slope
-        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < float("inf"):
-            raise ValueError(f"MedRGConfig.phrase_recency_slope must be a finite number >= 0, got {slope!r}")
-        window = self.box_sampling_window
-        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 8:
-            raise ValueError(f"MedRGConfig.box_sampling_window must be a number in (0, 8], got {window!r}")
-        if self.box_initial_source not in _BOX_INITIAL_SOURCES:
-            raise ValueError(
-                f"MedRGConfig.box_initial_source must be one of {_BOX_INITIAL_SOURCES}, got {self.box_initial_source!r}"
-            )
-
-    def _check_levels(self) -> None:
-        if self.vision_feature_channels is not None:
-            _int_list([self.vision_feature_channels], "vision_feature_channels", 1)
-        if self.box_feature_levels is None:
-            if self.box_feature_channels is not None:
+        levels, channels = self.box_feature_levels, self.box_feature_channels
+        if levels is None:
+            if channels is not None:
                 raise ValueError("MedRGConfig.box_feature_channels needs box_feature_levels")
             return
         if self.box_feature_source != "vision_tower":
             raise ValueError('MedRGConfig.box_feature_levels needs box_feature_source="vision_tower"')
-        levels = _int_list(self.box_feature_levels, "box_feature_levels", 0)
-        if self.box_feature_channels is None:
+        if channels is None:
             raise ValueError(
                 "MedRGConfig.box_feature_levels needs box_feature_channels (one width per level)"
             )
-        channels = _int_list(self.box_feature_channels, "box_feature_channels", 1)
         if len(channels) != len(levels):
             raise ValueError(
                 f"MedRGConfig.box_feature_channels ({channels}) must give one width per box_feature_levels entry "
                 f"({levels})"
             )
-        self.box_feature_levels, self.box_feature_channels = levels, channels
+
+    def validate_token_ids(self) -> None:
+        """Part of `@strict`-powered validation: `<image>` and `<BOX>` are different tokens."""
+        super().validate_token_ids()
+        if self.image_token_id is not None and self.image_token_id == self.box_token_id:
+            raise ValueError(
+                f"MedRGConfig.image_token_id and box_token_id must differ, both are {self.image_token_id}"
+            )
 
 
 def feature_channels(config) -> int:

@@ -151,21 +151,21 @@ class MedRGPhraseAttention(nn.Module):
 
     def forward(
         self,
-        hidden_states: torch.Tensor,
+        box_states: torch.Tensor,
         token_embeddings: torch.Tensor,
         attention_mask: torch.Tensor | None,
         batch_index: torch.Tensor,
         positions: torch.Tensor,
     ) -> torch.Tensor:
-        """hidden_states/token_embeddings `(B, L, H)`, attention_mask `(B, L)`, batch_index/positions `(M,)`
-        -> `(M, dim)`. The query is the `<BOX>` state; keys and values are the phrase's input token embeddings:
-        a tiny LM's last-layer states at phrase ends collapse to "the next token is `<BOX>`", its embeddings
-        keep the words."""
-        length = hidden_states.shape[1]
+        """box_states `(M, H)` (the LM's hidden state at each `<BOX>`), token_embeddings `(B, L, H)`,
+        attention_mask `(B, L)`, batch_index/positions `(M,)` -> `(M, dim)`. The query is the `<BOX>` state; keys
+        and values are the phrase's input token embeddings: a tiny LM's last-layer states at phrase ends collapse
+        to "the next token is `<BOX>`", its embeddings keep the words."""
+        length = token_embeddings.shape[1]
         # keys and values once per sample, then one row per <BOX> (not M copies of the whole sequence projected)
-        embeddings = token_embeddings.to(hidden_states.dtype)
+        embeddings = token_embeddings.to(box_states.dtype)
         keys, values = self.key(embeddings)[batch_index], self.value(embeddings)[batch_index]  # (M, L, dim)
-        query = self.query(hidden_states[batch_index, positions])  # (M, dim)
+        query = self.query(box_states)  # (M, dim)
         scores = torch.einsum("mld,md->ml", keys, query) / math.sqrt(query.shape[-1])
         distance = positions[:, None] - torch.arange(length, device=positions.device)[None]  # (M, L)
         valid = distance >= 1  # the phrase tokens before the <BOX>, not the <BOX> state itself
@@ -253,12 +253,9 @@ class MedRGBoxDecoder(nn.Module):
             score_logits: `(M, K)`.
         """
         num = batch_index.shape[0]
-        phrase = self.phrase_attention(
-            hidden_states, token_embeddings, attention_mask, batch_index, positions
-        )
-        box_hidden_states = torch.cat(
-            (self.box_state_norm(hidden_states[batch_index, positions]), self.phrase_norm(phrase)), -1
-        )
+        box_states = hidden_states[batch_index, positions]
+        phrase = self.phrase_attention(box_states, token_embeddings, attention_mask, batch_index, positions)
+        box_hidden_states = torch.cat((self.box_state_norm(box_states), self.phrase_norm(phrase)), -1)
         memory, memory_keys, feature_map = self._image_memory(feature_grid, batch_index)
         queries = self.query_proj(box_hidden_states.to(memory.dtype)).reshape(num, self.num_queries, self.dim)
         queries = queries + self.query_embed.weight[None]

@@ -66,9 +66,9 @@ class _JumpForward:
     _SEQUENCE_INPUTS = ("attention_mask", "position_ids", "cache", "use_cache", "logits_to_keep")
 
     def __init__(
-        self, model, input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs
+        self, model, input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, streamer
     ):
-        self.model, self.config = model, generation_config
+        self.model, self.config, self.streamer = model, generation_config, streamer
         self.logits_processor, self.stopping_criteria = logits_processor, stopping_criteria
         self.sequences, self.prompt_length = input_ids, input_ids.shape[1]
         mask = model_kwargs.get("attention_mask")
@@ -83,6 +83,8 @@ class _JumpForward:
         self.cache = prefill.cache if model_kwargs.get("use_cache") else None
         self.logits = prefill.logits[:, -1]
         self.scores = self.logits.float()
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
 
     @property
     def length(self) -> int:
@@ -96,6 +98,8 @@ class _JumpForward:
                 return
             column = torch.where(self.unfinished, column.to(self.sequences.device), self.pad)
             self.sequences = torch.cat((self.sequences, column[:, None]), dim=1)
+            if self.streamer is not None:
+                self.streamer.put(column.cpu())
             self.unfinished &= ~self.stopping_criteria(self.sequences, self.scores)
 
     def feed(self, upto: int) -> None:
@@ -164,6 +168,7 @@ def jump_forward_decoding(
     stopping_criteria,
     generation_config,
     forced_tokens_fn: Callable[[int, list[int]], list[int]] | None = None,
+    answer_streamer=None,
     **model_kwargs,
 ) -> MedRGGenerateOutput:
     """A decoding loop for `model.generate(..., custom_generate=jump_forward_decoding, forced_tokens_fn=...)`.
@@ -173,14 +178,22 @@ def jump_forward_decoding(
     that must follow sample's generated ids whatever the LM prefers (empty when there is a choice; a run ends at
     the latest with EOS), e.g. `guide_medrg.ReportGuide.forced_tokens`. Forced runs are appended without a forward
     and fed to the LM together with the next choice's token; the answers are those of token-by-token decoding
-    under a logits processor that allows only the forced token. Returns [`MedRGGenerateOutput`]."""
+    under a logits processor that allows only the forced token. `answer_streamer`: a transformers streamer (e.g.
+    `TextStreamer`) that gets the prompt, then every token as it is appended (`generate` passes its own `streamer`
+    to its built-in loops only; `generate_grounding` passes it here). Returns [`MedRGGenerateOutput`]."""
     if generation_config.num_beams != 1 or (generation_config.num_return_sequences or 1) != 1:
         raise ValueError(
             "jump_forward_decoding decodes one sequence per input greedily or by sampling; got num_beams="
             f"{generation_config.num_beams}, num_return_sequences={generation_config.num_return_sequences}"
         )
     decoder = _JumpForward(
-        model, input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs
+        model,
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        answer_streamer,
     )
     while bool(decoder.unfinished.any()):
         run = decoder.forced_run(forced_tokens_fn)
@@ -188,6 +201,8 @@ def jump_forward_decoding(
             decoder.choose()
         else:
             decoder.append(run)
+    if answer_streamer is not None:
+        answer_streamer.end()
     return decoder.output(model.config.box_token_id)
 
 

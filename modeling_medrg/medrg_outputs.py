@@ -24,13 +24,17 @@ class MedRGOutput(ModelOutput):
             of its matched box (0 for unmatched queries).
         logits (`torch.FloatTensor` of shape `(batch, sequence, vocab)`): next-token scores of the LM.
         cache (`transformers.Cache`): the LM's key/value cache for generation.
-        pred_boxes (`torch.FloatTensor` of shape `(num_box_tokens, K, 4)`): boxes of every `<BOX>` in the batch, in
-            order (sample, position), as normalised `(cx, cy, w, h)` of the letterboxed model frame.
-        pred_scores (`torch.FloatTensor` of shape `(num_box_tokens, K)`): confidence in [0, 1] of each box.
-        box_batch_index (`torch.LongTensor` of shape `(num_box_tokens,)`): the sample of each `<BOX>`.
-        box_token_positions (`torch.LongTensor` of shape `(num_box_tokens,)`): the sequence position of each `<BOX>`.
-        intermediate_boxes (`torch.FloatTensor` of shape `(layers + 1, num_box_tokens, K, 4)`): the first,
-            guess (one global look at the image) and every decoder layer's boxes.
+        pred_boxes (`torch.FloatTensor` of shape `(batch, N, K, 4)`): normalised `(cx, cy, w, h)` in the letterboxed
+            model frame; slot i holds the i-th `<BOX>` of the sample (the layout of [`MedRGGroundingOutput`], which
+            `MedRGProcessor.post_process_grounding` takes with the `input_ids`). N is the most `<BOX>` of any
+            sample (may be 0); zeros where padded.
+        pred_scores (`torch.FloatTensor` of shape `(batch, N, K)`): confidence in [0, 1] of each box; zeros where
+            padded.
+        box_mask (`torch.BoolTensor` of shape `(batch, N)`): True for real `<BOX>` slots.
+        box_token_positions (`torch.LongTensor` of shape `(batch, N)`): index of each `<BOX>` in `input_ids`, -1
+            where padded.
+        intermediate_boxes (`torch.FloatTensor` of shape `(layers + 1, batch, N, K, 4)`): the first guess (from
+            the text, or one global look at the image) and every decoder layer's boxes.
         hidden_states (`tuple[torch.FloatTensor]`): with `output_hidden_states=True`, the LM's hidden states per
             layer `(batch, positions, hidden)` at the positions `logits` covers (all, or the last `logits_to_keep`;
             the decoding loop keeps the tokens each step feeds, not the prompt's).
@@ -45,7 +49,7 @@ class MedRGOutput(ModelOutput):
     cache: object | None = None
     pred_boxes: torch.FloatTensor | None = None
     pred_scores: torch.FloatTensor | None = None
-    box_batch_index: torch.LongTensor | None = None
+    box_mask: torch.BoolTensor | None = None
     box_token_positions: torch.LongTensor | None = None
     intermediate_boxes: torch.FloatTensor | None = None
     hidden_states: tuple | None = None
@@ -106,36 +110,44 @@ class MedRGModelOutputWithPast(ModelOutput):
     image_features_grid: torch.FloatTensor | None = None
 
 
-def box_slots(output: MedRGOutput, batch: int, num_box_queries: int, device=None) -> dict:
-    """The `<BOX>` of a [`MedRGOutput`] (flat, in order sample, position) in slots per sample: `pred_boxes`
-    `(batch, N, K, 4)`, `pred_scores` `(batch, N, K)`, `box_mask` `(batch, N)` and `box_token_positions`
-    `(batch, N)` (-1 where padded); N = the most `<BOX>` of any sample (0 without any)."""
-    if output.pred_boxes is None:  # nothing was grounded
-        batch_index = torch.zeros(0, dtype=torch.long, device=device)
-        output = MedRGOutput(
-            pred_boxes=torch.zeros(0, num_box_queries, 4, device=device),
-            pred_scores=torch.zeros(0, num_box_queries, device=device),
-            box_token_positions=batch_index,
-        )
-    else:
-        batch_index = output.box_batch_index
-        device = batch_index.device
+def box_slots(
+    batch_index: torch.Tensor,
+    batch: int,
+    pred_boxes: torch.Tensor,
+    pred_scores: torch.Tensor,
+    box_token_positions: torch.Tensor,
+    intermediate_boxes: torch.Tensor | None = None,
+) -> dict:
+    """The `<BOX>` outputs of a batch, flat (`pred_boxes` `(M, K, 4)`, `pred_scores` `(M, K)`, `box_token_positions`
+    `(M,)`, `intermediate_boxes` `(layers + 1, M, K, 4)`, in order sample, position; `batch_index` `(M,)` the sample
+    of each), in slots per sample, the layout of [`MedRGOutput`] and [`MedRGGroundingOutput`]: `(batch, N, ...)`
+    with N the most `<BOX>` of any sample (0 without any), zeros (positions -1) where padded, and `box_mask`."""
     counts = torch.bincount(batch_index, minlength=batch)
     num = int(counts.max()) if batch > 0 else 0
     # slot of each <BOX> within its sample
-    slot = torch.arange(batch_index.shape[0], device=device) - (torch.cumsum(counts, 0) - counts)[batch_index]
-    boxes = torch.zeros(batch, num, num_box_queries, 4, device=device)
-    scores = torch.zeros(batch, num, num_box_queries, device=device)
-    positions = torch.full((batch, num), -1, dtype=torch.long, device=device)
-    boxes[batch_index, slot] = output.pred_boxes.float()
-    scores[batch_index, slot] = output.pred_scores.float()
-    positions[batch_index, slot] = output.box_token_positions
-    return {
-        "pred_boxes": boxes,
-        "pred_scores": scores,
-        "box_mask": positions >= 0,
-        "box_token_positions": positions,
-    }
+    slot = (
+        torch.arange(batch_index.shape[0], device=batch_index.device)
+        - (torch.cumsum(counts, 0) - counts)[batch_index]
+    )
+
+    def place(value: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        padded = value.new_full((batch, num, *value.shape[1:]), fill)
+        padded[batch_index, slot] = value
+        return padded
+
+    slots = {"pred_boxes": place(pred_boxes), "pred_scores": place(pred_scores)}
+    slots["box_token_positions"] = place(box_token_positions, -1)
+    slots["box_mask"] = slots["box_token_positions"] >= 0
+    if intermediate_boxes is not None:
+        slots["intermediate_boxes"] = place(intermediate_boxes.transpose(0, 1)).permute(2, 0, 1, 3, 4)
+    return slots
 
 
-__all__ = ["MedRGGroundingOutput", "MedRGModelOutputWithPast", "MedRGOutput", "box_slots"]
+def no_boxes(batch: int, num_box_queries: int, device=None) -> dict:
+    """The slots of a batch without any `<BOX>` (`(batch, 0, ...)`), as `box_slots` gives them."""
+    none = torch.zeros(0, dtype=torch.long, device=device)
+    boxes = torch.zeros(0, num_box_queries, 4, device=device)
+    return box_slots(none, batch, boxes, boxes[..., 0], none)
+
+
+__all__ = ["MedRGGroundingOutput", "MedRGModelOutputWithPast", "MedRGOutput", "box_slots", "no_boxes"]

@@ -15,7 +15,7 @@ from .configuration_medrg import MedRGConfig, feature_channels
 from .medrg_box_decoder import MedRGBoxDecoder, box_references
 from .medrg_generation import MedRGGenerateOutput, generated_box_mask, jump_forward_decoding
 from .medrg_loss import box_losses, check_box_counts
-from .medrg_outputs import MedRGGroundingOutput, MedRGModelOutputWithPast, MedRGOutput, box_slots
+from .medrg_outputs import MedRGGroundingOutput, MedRGModelOutputWithPast, MedRGOutput, box_slots, no_boxes
 
 logger = logging.get_logger(__name__)
 
@@ -417,7 +417,13 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             vision_maps=vision_maps,
             **kwargs,
         )
-        output = MedRGOutput(logits=outputs.logits, cache=outputs.cache)
+        # images: the box slots, empty until the box decoder fills them
+        empty = (
+            no_boxes(len(input_ids), self.config.num_box_queries, input_ids.device)
+            if box_positions is not None
+            else {}
+        )
+        output = MedRGOutput(logits=outputs.logits, cache=outputs.cache, **empty)
         if return_hidden:
             # the positions of `logits` only: a generation step then keeps one state per layer, not the prompt's
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -426,11 +432,11 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             grid = self.model.get_grounding_features(
                 pixel_values, outputs.image_features_grid, grounding_pixel_values
             )
-            score_logits = self._decode_boxes(
+            flat = self._decode_boxes(
                 output, outputs, attention_mask, box_positions, grid, reference_boxes, reference_boxes_mask
             )
             if target_boxes is not None:
-                self._add_box_losses(output, score_logits, target_boxes, target_boxes_mask)
+                self._add_box_losses(output, *flat, target_boxes, target_boxes_mask)
         if labels is not None:
             self._add_lm_loss(output, labels)
         return output
@@ -483,9 +489,10 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         grid,
         reference_boxes=None,
         reference_boxes_mask=None,
-    ) -> torch.Tensor:
-        """Fill the box fields of `output` from the LM's last hidden state at every `<BOX>`; returns the
-        confidence logits `(M, K)`."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fill the box fields of `output` (slots per sample) from the LM's last hidden state at every `<BOX>`;
+        returns them flat for the losses: every layer's boxes `(layers + 1, M, K, 4)`, the confidence logits
+        `(M, K)` and the sample of each `<BOX>` `(M,)`."""
         last_hidden = outputs.hidden_states[-1]
         batch_index, positions = box_positions[:, 0], box_positions[:, 1]
         # run on every batch, also one without a <BOX> (empty predictions): a sharded decoder (FSDP) needs its
@@ -494,26 +501,28 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         all_boxes, score_logits = self.box_decoder(
             last_hidden, outputs.inputs_embeds, attention_mask, batch_index, positions, grid, *references
         )
-        output.pred_boxes = all_boxes[-1]
-        output.pred_scores = score_logits.sigmoid()
-        output.box_batch_index = batch_index
-        output.box_token_positions = positions
-        output.intermediate_boxes = all_boxes
-        return score_logits
+        slots = box_slots(
+            batch_index, last_hidden.shape[0], all_boxes[-1], score_logits.sigmoid(), positions, all_boxes
+        )
+        for name, value in slots.items():
+            setattr(output, name, value)
+        return all_boxes, score_logits, batch_index
 
-    def _add_box_losses(self, output: MedRGOutput, score_logits, target_boxes, target_boxes_mask) -> None:
-        """Matched box losses (see [`medrg_loss.box_losses`]) into `output`."""
-        if output.pred_boxes.shape[0] == 0:
+    def _add_box_losses(
+        self, output: MedRGOutput, all_boxes, score_logits, batch_index, target_boxes, target_boxes_mask
+    ) -> None:
+        """Matched box losses (see [`medrg_loss.box_losses`]) into `output`, from the flat `_decode_boxes`."""
+        if all_boxes.shape[1] == 0:
             # findings without a <BOX> are still an error; otherwise a zero loss through the decoder's (empty)
             # forward, which keeps every decoder parameter in the graph (DDP needs a gradient for each)
-            check_box_counts(output.box_batch_index, target_boxes_mask)
-            zero = (output.intermediate_boxes.sum() + score_logits.sum()) * 0.0
+            check_box_counts(batch_index, target_boxes_mask)
+            zero = (all_boxes.sum() + score_logits.sum()) * 0.0
             output.box_l1_loss = output.box_giou_loss = output.box_confidence_loss = zero
             return
         output.box_l1_loss, output.box_giou_loss, output.box_confidence_loss = box_losses(
-            output.intermediate_boxes,
+            all_boxes,
             score_logits,
-            output.box_batch_index,
+            batch_index,
             target_boxes,
             target_boxes_mask,
             self.config.box_l1_loss_weight,
@@ -552,22 +561,21 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
 
         `generate` runs [`medrg_generation.jump_forward_decoding`] (its `custom_generate` decoding loop; greedy
         unless `do_sample=True`) with the caller's `generate_kwargs` (`logits_processor=[guide]`, a
-        `generation_config`, ...). `forced_tokens_fn(sample, generated_ids)`: optional, the tokens that must come
-        next whatever the LM prefers (e.g. `guide_medrg.ReportGuide.forced_tokens`, with the guide as logits
-        processor): such a run is fed to the LM in one forward instead of one per token (jump-forward decoding),
-        with the answers of token-by-token decoding. `processor(..., guided=True)` returns all of these for the
-        report-guided answer. Each image is encoded once; the LM's last-layer state at each generated `<BOX>`
-        comes from the decoding itself, and the box decoder reads it with the input embeddings of prompt + answer
-        and the image features, which gives the boxes of a teacher-forced pass as in training.
+        `generation_config`, a `streamer`, ...; `synced_gpus` is refused). `forced_tokens_fn(sample, generated)`:
+        optional, the tokens that must come next whatever the LM prefers (e.g. `ReportGuide.forced_tokens`, with the
+        guide as logits processor), fed to the LM in one forward instead of one per token (jump-forward decoding),
+        with the answers of token-by-token decoding; `processor(..., guided=True)` returns all of these. Each image
+        is encoded once; the box decoder reads the LM's last-layer state at each generated `<BOX>` (from the
+        decoding itself) with the input embeddings of prompt + answer, as a teacher-forced pass in training.
         `reference_boxes` `(B, N, [starts,] 4)` (and `reference_boxes_mask` `(B, N)`): optional first boxes of the
-        n-th generated `<BOX>` of each sample (see `forward`).
-        Returns padded tensors (see [`MedRGGroundingOutput`]): `pred_boxes` `(B, N, K, 4)`,
-        `pred_scores` `(B, N, K)`, `box_mask` `(B, N)`, `box_token_positions` `(B, N)` and `finished` `(B,)`
-        (False: cut off by `max_new_tokens`).
+        n-th generated `<BOX>` of each sample (see `forward`). Returns [`MedRGGroundingOutput`] (`finished` False:
+        cut off by `max_new_tokens`).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         generate_kwargs.setdefault("do_sample", False)
+        if generate_kwargs.pop("synced_gpus", None):
+            raise ValueError("generate_grounding decodes on each process alone: synced_gpus is not supported")
         # (the prefill's forward checks `pixel_values`)
         self._check_finite_pixels(grounding_pixel_values=grounding_pixel_values)
         # each image is encoded once: the generation's prefill and the grounding reuse these features
@@ -580,6 +588,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             image_features=image_features,
             custom_generate=jump_forward_decoding,
             forced_tokens_fn=forced_tokens_fn,
+            answer_streamer=generate_kwargs.pop("streamer", None),
             **generate_kwargs,
         )
         return self._ground_answer(
@@ -607,7 +616,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         is_box = generated_box_mask(
             sequences, prompt_length, generated.generated_mask, self.config.box_token_id
         )
-        output = MedRGOutput()
+        output = MedRGOutput(**no_boxes(batch, self.config.num_box_queries, sequences.device))
         if bool(is_box.any()):
             hidden = states.new_zeros(batch, length, states.shape[-1])
             hidden[:, prompt_length : prompt_length + states.shape[1]] = states
@@ -624,13 +633,15 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
                 grid,
                 *references,
             )
-        slots = box_slots(output, batch, self.config.num_box_queries, sequences.device)
         return MedRGGroundingOutput(
             sequences=sequences,
             prompt_length=prompt_length,
             generated_mask=generated.generated_mask,
             finished=generated.finished,
-            **slots,
+            **{
+                name: output[name]
+                for name in ("pred_boxes", "pred_scores", "box_mask", "box_token_positions")
+            },
         )
 
     # ----- assembly from pretrained parts -----

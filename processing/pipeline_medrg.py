@@ -48,28 +48,8 @@ _CALL_OPTIONS = ("batch_size", "num_workers")
 _UNSET = object()  # `top_k=None` is a value (every box), so "not passed" needs its own marker
 
 
-class _Phrases:
-    """One input's report phrases, wrapped: the pipeline's device move and batching pass such an object through
-    as it is (a plain list or tuple would be taken apart), a batch gets a list of them."""
-
-    __slots__ = ("phrases", "reading")
-
-    def __init__(self, phrases, reading=None):
-        self.phrases = list(phrases)
-        self.reading = reading  # the reader's `ReadResult` of the report
-
-
-def _one_reading(value):
-    """The `ReadResult` carried by an input's (possibly batched) `reading` value, or None."""
-    if isinstance(value, (list, tuple)):
-        value = value[0] if len(value) == 1 else None
-    return value.reading if isinstance(value, _Phrases) else None
-
-
 def _read_status(reading, records: list[dict], guided: bool, finished: bool) -> list[dict]:
     """Every finding the report states, with whether it got a box and, if not, why (never silent)."""
-    if reading is None:
-        return []
     boxed = {record["label"] for record in records}
     asked = set(reading.phrases) if guided else set()
     out = []
@@ -89,16 +69,6 @@ def _read_status(reading, records: list[dict], guided: bool, finished: bool) -> 
                 entry["reason"] = "its box scored below the threshold"
         out.append(entry)
     return out
-
-
-def _phrase_lists(value, batch: int) -> list[list[str]]:
-    """The per-input phrases of a (possibly batched) `report_phrases` value."""
-    if isinstance(value, _Phrases):
-        value = [value]
-    phrases = [list(v.phrases) for v in value]
-    if len(phrases) != batch:
-        raise ValueError(f"got report phrases for {len(phrases)} inputs in a batch of {batch}")
-    return phrases
 
 
 class _Item:
@@ -347,7 +317,7 @@ class ReportGroundingPipeline(Pipeline):
                 raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
             preprocess["timeout"] = float(timeout)
         if guided is not None:
-            preprocess["guided"] = _check_bool("guided", guided)
+            forward["guided"] = postprocess["guided"] = _check_bool("guided", guided)
         if max_new_tokens is not None:
             forward["max_new_tokens"] = _check_positive_int("max_new_tokens", max_new_tokens)
         if threshold is not None:
@@ -392,7 +362,7 @@ class ReportGroundingPipeline(Pipeline):
             return super().__call__((_item(i, x) for i, x in enumerate(inputs)), **kwargs)
         return super().__call__(_item(0, inputs, report), **kwargs)
 
-    def preprocess(self, inputs, report=None, timeout: float = DEFAULT_URL_TIMEOUT_S, guided: bool = True):
+    def preprocess(self, inputs, report=None, timeout: float = DEFAULT_URL_TIMEOUT_S):
         item = _item(0, inputs, report)
         if item.report is None:
             raise ValueError(
@@ -415,21 +385,15 @@ class ReportGroundingPipeline(Pipeline):
                 message += "; pass return_status=True to see report_truncated per input"
             warnings.warn(message, warning.category, stacklevel=2)
         model_inputs["input_index"] = torch.tensor([item.index], dtype=torch.long)
-        reading = self.processor.read_report(item.report)[0]
-        model_inputs["reading"] = _Phrases(reading.phrases, reading)
-        if guided:
-            model_inputs["report_phrases"] = _Phrases(reading.phrases)
+        model_inputs["report"] = item.report  # a string: batching gives a list of them, one per input
         return model_inputs
 
-    def _forward(self, model_inputs, max_new_tokens: int | None = None):
-        input_ids = model_inputs["input_ids"]
-        if "report_phrases" in model_inputs:
-            phrase_lists = _phrase_lists(model_inputs["report_phrases"], input_ids.shape[0])
-            decoding = self.processor.guided_decoding(
-                phrase_lists, input_ids.shape[1], model_inputs["image_sizes"], max_new_tokens
-            )
-        else:
-            decoding = {"max_new_tokens": max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
+    def _forward(self, model_inputs, max_new_tokens: int | None = None, guided: bool = True):
+        input_ids, reports = model_inputs["input_ids"], model_inputs["report"]
+        reports = [reports] if isinstance(reports, str) else list(reports)
+        decoding = self.processor.generation_inputs(
+            reports, input_ids.shape[1], model_inputs["image_sizes"], guided, max_new_tokens
+        )
         # Inference runs in eval mode whatever mode the caller left the model in (a model fresh from a builder or
         # from `Trainer` is in train mode: BatchNorm would use and update batch statistics, dropout would be on),
         # and the caller's mode is restored module by module afterwards: a call never changes the model.
@@ -446,12 +410,11 @@ class ReportGroundingPipeline(Pipeline):
         finally:
             for module in training:
                 module.training = True
-        # every value batched along dim 0, so that the pipeline can split a batch into its inputs
         batch = output.sequences.shape[0]
+        # every value batched along dim 0, so that the pipeline can split a batch into its inputs: the boxes in
+        # their slots with the token ids they were read from (prompt + answer), as `forward` gives them
         return {
-            "sequences": output.sequences,
-            "prompt_length": torch.full((batch,), output.prompt_length, dtype=torch.long),
-            "generated_mask": output.generated_mask,
+            "input_ids": output.sequences,
             "pred_boxes": output.pred_boxes,
             "pred_scores": output.pred_scores,
             "box_mask": output.box_mask,
@@ -460,8 +423,7 @@ class ReportGroundingPipeline(Pipeline):
             "report_truncated": model_inputs["report_truncated"],
             "input_index": model_inputs["input_index"],
             "max_new_tokens": torch.full((batch,), decoding["max_new_tokens"], dtype=torch.long),
-            "guided": torch.full((batch,), "report_phrases" in model_inputs, dtype=torch.bool),
-            "reading": model_inputs["reading"],
+            "report": model_inputs["report"],
         }
 
     def postprocess(
@@ -472,18 +434,18 @@ class ReportGroundingPipeline(Pipeline):
         keep_top_box: bool | None = None,
         return_status: bool = False,
         threshold_set: bool = False,
+        guided: bool = True,
     ):
-        outputs = {key: value for key, value in model_outputs.items() if key != "reading"}
-        guided = bool(model_outputs["guided"].reshape(-1)[0])
         # a caller-set threshold filters every box; without one a guided finding keeps its best box
         if keep_top_box is None:
             keep_top_box = guided and not threshold_set
         result = self.processor.post_process_grounding(
-            outputs,
+            model_outputs,
             target_sizes=model_outputs["image_sizes"],
             threshold=threshold,
             keep_top_box=keep_top_box,
             top_k=top_k,
+            input_ids=model_outputs["input_ids"],
         )[0]
         records = [
             {
@@ -493,14 +455,15 @@ class ReportGroundingPipeline(Pipeline):
             }
             for label, score, box in zip(result["labels"], result["scores"], result["boxes"])
         ]
-        reading = _one_reading(model_outputs.get("reading"))
         if return_status:
+            report = model_outputs["report"]  # one input's report
+            reading = self.processor.read_report(report if isinstance(report, str) else report[0])[0]
             return {
                 "findings": records,
                 "finished": result["finished"],
                 "report_truncated": bool(model_outputs["report_truncated"].reshape(-1)[0]),
                 "read": _read_status(reading, records, guided, result["finished"]),
-                "unsupported_text": list(reading.unsupported) if reading is not None else [],
+                "unsupported_text": list(reading.unsupported),
             }
         if not result["finished"]:
             logger.warning(

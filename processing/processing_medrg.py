@@ -466,14 +466,23 @@ class MedRGProcessor(ProcessorMixin):
         if guided is not None:
             prompt_length = data["input_ids"].shape[1]
             batch.update(
-                self._decoding(reports, prompt_length, image_inputs["image_sizes"], guided, max_new_tokens)
+                self.generation_inputs(
+                    reports, prompt_length, image_inputs["image_sizes"], guided, max_new_tokens
+                )
             )
         return batch
 
-    def _decoding(
-        self, reports: list[str], prompt_length: int, image_sizes, guided: bool, max_new_tokens
+    def generation_inputs(
+        self,
+        reports: list[str],
+        prompt_length: int,
+        image_sizes,
+        guided: bool = True,
+        max_new_tokens: int | None = None,
     ) -> dict:
-        """The generation arguments of `__call__(..., guided=...)`."""
+        """The arguments of `model.generate_grounding` that `__call__(..., guided=...)` adds, for the reports of a
+        batch of left-padded prompts `prompt_length` long: report-guided (`guided_decoding` of the reports'
+        `report_phrases`) or free (`max_new_tokens` only)."""
         if not guided:
             return {"max_new_tokens": max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
         return self.guided_decoding(self.report_phrases(reports), prompt_length, image_sizes, max_new_tokens)
@@ -513,29 +522,54 @@ class MedRGProcessor(ProcessorMixin):
         return {"target_boxes": boxes, "target_boxes_mask": mask}
 
     # ----- post-processing -----
-    @staticmethod
-    def _grounding_fields(outputs) -> dict:
-        """The fields of a [`MedRGGroundingOutput`] (or a mapping with them), checked to be padded tensors."""
-        names = (
-            "sequences",
-            "prompt_length",
-            "generated_mask",
-            "pred_boxes",
-            "pred_scores",
-            "box_mask",
-            "finished",
-        )
-        fields = {
-            name: outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
-            for name in names
-        }
-        for name in names[2:]:
-            if not torch.is_tensor(fields[name]):
+    def _grounding_fields(self, outputs, input_ids=None) -> dict:
+        """The box fields of a [`MedRGGroundingOutput`] or [`MedRGOutput`] (or a mapping with them), checked to be
+        padded tensors, with each sample's answer ids (`answers`) and `finished`."""
+
+        def field(name: str):
+            return outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
+
+        fields = {name: field(name) for name in ("pred_boxes", "pred_scores", "box_mask")}
+        sequences = field("sequences")
+        needed = ("generated_mask", "finished") if sequences is not None else ()
+        for name in (*fields, *needed):
+            value = fields.setdefault(name, field(name))
+            if not torch.is_tensor(value):
                 raise TypeError(
-                    f"post_process_grounding needs `{name}` as a padded tensor (MedRGGroundingOutput of "
-                    f"generate_grounding), got {type(fields[name]).__name__}"
+                    f"post_process_grounding needs `{name}` as a padded tensor (the output of generate_grounding "
+                    f"or forward), got {type(value).__name__}"
                 )
+        if sequences is not None:  # generation: the answer is what was generated, up to the first EOS
+            generated = sequences[:, int(field("prompt_length") or 0) :]
+            mask = fields["generated_mask"].bool()
+            fields["answers"] = [row[row_mask] for row, row_mask in zip(generated, mask)]
+            return fields
+        if input_ids is None:
+            raise ValueError(
+                "post_process_grounding needs the answers' token ids: a forward output has none, pass "
+                "input_ids=inputs['input_ids'] (generate_grounding's output holds its sequences)"
+            )
+        ids = torch.as_tensor(input_ids)
+        fields["answers"] = [row[self._answer_start(row, sample) :] for sample, row in enumerate(ids)]
+        finished, eos = field("finished"), self.tokenizer.eos_token_id
+        fields["finished"] = (
+            finished  # a generation's, read off its ids (the pipeline's outputs)
+            if torch.is_tensor(finished)
+            else torch.tensor([bool((answer == eos).any()) for answer in fields["answers"]])
+        )
         return fields
+
+    def _answer_start(self, ids: torch.Tensor, sample: int) -> int:
+        """Where the answer starts in a prompt + answer row: after the prompt's last `ANSWER_PREFIX` (a report
+        cannot hold one: its text is neutralised)."""
+        tail = self._encode_template(prompt_pieces(self.instruction)[1])
+        row = ids.tolist()
+        for start in range(len(row) - len(tail), -1, -1):
+            if row[start : start + len(tail)] == tail:
+                return start + len(tail)
+        raise ValueError(
+            f"input_ids row {sample}: no {ANSWER_PREFIX!r} ends a prompt in it: not a MedRG prompt"
+        )
 
     def _phrases(self, ids: torch.Tensor) -> list[str]:
         """The generated text before each `<BOX>` (one phrase per `<BOX>`)."""
@@ -616,11 +650,13 @@ class MedRGProcessor(ProcessorMixin):
         keep_top_box: bool = True,
         nms_iou: float = 0.5,
         top_k: int | None = None,
+        input_ids=None,
     ) -> list[dict]:
-        """Generated groundings -> per image `{"scores", "labels", "boxes", "finished"}`.
+        """Groundings -> per image `{"scores", "labels", "boxes", "finished"}`.
 
         Args:
-            outputs: [`MedRGGroundingOutput`] of `generate_grounding` (or a mapping with its fields).
+            outputs: [`MedRGGroundingOutput`] of `generate_grounding`, or [`MedRGOutput`] of `forward` on a prompt
+                with its answer (both hold the boxes in slots per sample), or a mapping with their fields.
             target_sizes: `(B, 2)` original `(height, width)` per image (e.g. `inputs["image_sizes"]`).
             threshold: boxes with a lower confidence (after `score_calibration`) are dropped, except each phrase's best box when
                 `keep_top_box` (the LM said the finding is there, so it always gets its most likely box).
@@ -628,24 +664,24 @@ class MedRGProcessor(ProcessorMixin):
             top_k: keep at most this many boxes per phrase (the best-scoring ones after the other filters);
                 None keeps every box that passes them. The pipeline (`pipeline("report-grounding")`) uses
                 `top_k=1, keep_top_box=False` by default: a plain threshold filter, one box per phrase.
+            input_ids: with a `forward` output, the `input_ids` it read (the phrases are read off its answers,
+                as `grounding_dino`'s post-processing does); a generation output holds its own `sequences`.
 
         Returns:
             per image a dict: `scores` float `(n,)`, `labels` `list[str]` (the phrase of each kept box), `boxes`
             float `(n, 4)` xyxy in the pixels of that image, `finished` (False when the answer was cut off by
-            `max_new_tokens`: then an empty or short result does not mean "no finding"). Each phrase is the
-            generated text before its `<BOX>`; boxes with no extent inside the image are dropped; ordered by
-            phrase, then by score. Sides: a box of a phrase naming one side of the patient is mirrored onto that
+            `max_new_tokens`: then an empty or short result does not mean "no finding"; for a `forward` output
+            without `finished`, whether its answer holds EOS). Each phrase is the answer's text before its `<BOX>`; boxes with no
+            extent inside the image are dropped; ordered by phrase, then by score. Sides: a box of a phrase naming one side of the patient is mirrored onto that
             side where its centre lies on the other half (`on_named_side`); a bilateral phrase keeps its boxes per
             half of the image (`top_k` boxes on each side).
         """
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer (boxes per phrase) or None, got {top_k!r}")
-        fields = self._grounding_fields(outputs)
-        generated = fields["sequences"][:, int(fields["prompt_length"] or 0) :]
-        generated_mask = fields["generated_mask"].bool()
+        fields = self._grounding_fields(outputs, input_ids)
         sizes = torch.as_tensor(target_sizes).reshape(-1, 2).tolist()
-        if len(sizes) != generated.shape[0]:
-            raise ValueError(f"Got {len(sizes)} target sizes for {generated.shape[0]} generations")
+        if len(sizes) != len(fields["answers"]):
+            raise ValueError(f"Got {len(sizes)} target sizes for {len(fields['answers'])} answers")
         # (B, N, K, 4) normalised xyxy in the model frame, all samples and boxes at once
         corners = center_to_corners_format(fields["pred_boxes"].float().cpu().clamp(0, 1))
         scores = self.calibrate_scores(fields["pred_scores"].float().cpu())
@@ -653,11 +689,11 @@ class MedRGProcessor(ProcessorMixin):
         results = []
         for sample, (height, width) in enumerate(sizes):
             geometry = self.image_processor.letterbox_geometry(height, width)
-            phrases = self._phrases(generated[sample][generated_mask[sample]])
+            phrases = self._phrases(fields["answers"][sample])
             slots = box_mask[sample].nonzero().flatten().tolist()
             if len(slots) != len(phrases):
                 raise ValueError(
-                    f"Sample {sample}: {len(phrases)} generated <BOX> tokens but {len(slots)} predicted box sets"
+                    f"Sample {sample}: {len(phrases)} <BOX> tokens in the answer but {len(slots)} predicted box sets"
                 )
             pixels = geometry.model_to_image(corners[sample])  # (N, K, 4)
             kept_scores, labels, kept_boxes = [], [], []

@@ -81,6 +81,10 @@ class Recipe:
     seed: int = 0
     synthcxr_fraction: float = 0.15  # share of each batch drawn from SynthCXR rows
     reference_dropout: float = 0.1  # share of findings trained without the prior box (the text box starts)
+    # 0: the vision tower stays frozen. A level of LEVELS (not the last): the tower's blocks after that hidden state
+    # train (from its cached features, BatchNorm statistics frozen) at `vision_learning_rate`
+    tune_vision_from: int = 0
+    vision_learning_rate: float = 1e-4
 
 
 # ----- assemble -----
@@ -375,6 +379,40 @@ def make_batch(
     return batch
 
 
+def tuned_vision_blocks(model, recipe: Recipe) -> dict:
+    """Freeze the vision tower (eval mode: BatchNorm statistics stay ImageNet's); with `tune_vision_from`, make its
+    blocks after that hidden state trainable. Returns `{state-dict prefix: block}` of the trainable blocks."""
+    tower = model.model.vision_tower
+    tower.requires_grad_(False).eval()
+    level = recipe.tune_vision_from
+    if not level:
+        return {}
+    blocks = tower.encoder.blocks
+    if (
+        level not in LEVELS[:-1]
+        or LEVELS[-1] != len(blocks)
+        or model.config.vision_feature_layer != LEVELS[-1]
+    ):
+        raise ValueError(
+            f"tune_vision_from={level}: must be a cached level of {LEVELS[:-1]} below the tower's last block, "
+            "which gives the image tokens and the coarsest level"
+        )
+    tuned = {f"model.vision_tower.encoder.blocks.{i}.": blocks[i] for i in range(level, len(blocks))}
+    for block in tuned.values():
+        block.requires_grad_(True)
+    return tuned
+
+
+def tuned_vision_maps(maps: tuple, tuned: dict, recipe: Recipe) -> tuple:
+    """The cached `(token grid, *levels)` with the coarsest level recomputed by the trainable blocks from the cached
+    level `tune_vision_from` (grids are `(batch, height, width, channels)`)."""
+    x = maps[1 + LEVELS.index(recipe.tune_vision_from)].permute(0, 3, 1, 2).contiguous()
+    for block in tuned.values():
+        x = block(x)
+    top = x.permute(0, 2, 3, 1)
+    return (top, *maps[1:-1], top)
+
+
 def lr_factor(step: int, recipe: Recipe) -> float:
     if step < recipe.warmup:
         return (step + 1) / recipe.warmup
@@ -396,13 +434,19 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
           f"{sum(len(e['references']) for e in cache['examples'])}", flush=True)  # fmt: skip
     checkpoint = out / "checkpoint.pt"
     model = MedRGForReportGrounding.from_pretrained(str(init))
-    model.model.vision_tower.requires_grad_(False).eval()
+    tuned = tuned_vision_blocks(model, recipe)
     lm = [p for n, p in model.named_parameters() if p.requires_grad and ".language_model." in "." + n]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and ".language_model." not in "." + n]
-    optimizer = torch.optim.AdamW(
-        [{"params": lm, "lr": recipe.lm_learning_rate}, {"params": rest, "lr": recipe.learning_rate}],
-        weight_decay=0.01,
-    )
+    vision = [
+        p for n, p in model.named_parameters() if p.requires_grad and n.startswith("model.vision_tower.")
+    ]
+    rest = [
+        p for n, p in model.named_parameters()
+        if p.requires_grad and ".language_model." not in "." + n and not n.startswith("model.vision_tower.")
+    ]  # fmt: skip
+    groups = [{"params": lm, "lr": recipe.lm_learning_rate}, {"params": rest, "lr": recipe.learning_rate}]
+    if vision:
+        groups.append({"params": vision, "lr": recipe.vision_learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     bases = [group["lr"] for group in optimizer.param_groups]
     step, log = 0, []
     if checkpoint.is_file():
@@ -421,6 +465,8 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
         for group, base in zip(optimizer.param_groups, bases):
             group["lr"] = base * lr_factor(step, recipe)
         batch = make_batch(cache, pick_rows(cache, rng, recipe), rng, pad_id, recipe.reference_dropout)
+        if tuned:
+            batch["vision_maps"] = tuned_vision_maps(batch["vision_maps"], tuned, recipe)
         output = model(**batch)
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
@@ -433,8 +479,9 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
             print(json.dumps(log[-1]), flush=True)
         if step % recipe.save_every == 0 or step == recipe.steps:
             trainable = {
-                k: v for k, v in model.state_dict().items() if not k.startswith("model.vision_tower.")
-            }
+                k: v for k, v in model.state_dict().items()
+                if not k.startswith("model.vision_tower.") or any(k.startswith(p) for p in tuned)
+            }  # fmt: skip
             seconds = before + time.perf_counter() - started
             torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "step": step, "log": log,
                         "seconds": seconds}, checkpoint.with_suffix(".tmp"))  # fmt: skip
@@ -492,10 +539,18 @@ def main() -> None:
     parser.add_argument(
         "--reuse-cache", help="an earlier cache folder of this recipe: its features are reused"
     )
+    parser.add_argument(
+        "--tune-vision-from", type=int, default=Recipe.tune_vision_from,
+        help="0: frozen tower; 11: its blocks after the stride-16 level train on the cached features",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=Recipe.seed)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipe = Recipe(steps=args.steps, flipped_augmentations=args.flipped_augmentations)
+    recipe = Recipe(
+        steps=args.steps, flipped_augmentations=args.flipped_augmentations,
+        tune_vision_from=args.tune_vision_from, seed=args.seed,
+    )  # fmt: skip
     run = Path(args.run)
     if args.step == "assemble":
         assemble(Path(args.start), run / "init")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, LogitsProcessorList
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -195,6 +198,48 @@ class ForceAnswers(LogitsProcessor):
         for row, answer in enumerate(self.answers):
             forced[row, answer[step] if step < len(answer) else self.eos] = 0
         return forced
+
+
+def forced_generation(model, inputs, logits_processor: LogitsProcessor, **kwargs):
+    """``model.generate_grounding`` on a processed batch under one logits processor (``kwargs``: the rest)."""
+    return model.generate_grounding(
+        inputs["input_ids"],
+        inputs["pixel_values"],
+        inputs["attention_mask"],
+        logits_processor=LogitsProcessorList([logits_processor]),
+        **kwargs,
+    )
+
+
+class CountForwards:
+    """Counts the forwards of a module (a forward pre-hook) until ``remove()``."""
+
+    def __init__(self, module):
+        self.calls = 0
+        self._handle = module.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        self.calls += 1
+
+    def remove(self):
+        self._handle.remove()
+
+
+def run_fresh_python(script: str, *args: str, modules_cache: Path, stdin: str | None = None) -> dict:
+    """Run ``script`` with ``args`` in a fresh offline Python process whose remote code lands in
+    ``modules_cache`` (working folder: its parent); returns the JSON object its last line of output prints."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(modules_cache)}
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(modules_cache.parent),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

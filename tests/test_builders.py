@@ -93,7 +93,7 @@ def test_from_backbones_with_tiny_saved_folders(tmp_path):
     )
     model.eval()  # batch-norm of the ResNet: compare in eval mode, as from_pretrained returns the model
     out = model(**batch)
-    assert torch.isfinite(out.loss) and out.pred_boxes.shape == (1, 2, 4)
+    assert torch.isfinite(out.loss) and out.pred_boxes.shape == (1, 1, 2, 4)
     model.save_pretrained(tmp_path / "medrg")
     reloaded = type(model).from_pretrained(tmp_path / "medrg")
     assert torch.allclose(reloaded(**batch).loss, out.loss, atol=1e-5)
@@ -132,4 +132,4 @@ def test_from_backbones_with_real_smollm2(tmp_path):
         out = model(**batch)
     # a real pretrained LM: the answer copied from the report is far from random (ln 49154 = 10.8)
     assert out.lm_loss < 6.0
-    assert out.pred_boxes.shape == (1, model.config.num_box_queries, 4)
+    assert out.pred_boxes.shape == (1, 1, model.config.num_box_queries, 4)

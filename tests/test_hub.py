@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, xray_like
+from conftest import REPO_ROOT, run_fresh_python, xray_like
 from PIL import Image
 from transformers import pipeline
 
@@ -93,18 +91,13 @@ def test_saved_folder_holds_flat_hub_code_and_auto_map(saved_folder):
 def test_fresh_process_without_medrg_loads_and_matches(tiny, saved_folder):
     model, processor = tiny
     folder, images = saved_folder
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(folder.parent / "modules_cache")}
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), *images],
-        input=json.dumps(REPORTS),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=str(folder.parent),
-        timeout=300,
+    fresh = run_fresh_python(
+        FRESH_PROCESS,
+        str(folder),
+        *images,
+        modules_cache=folder.parent / "modules_cache",
+        stdin=json.dumps(REPORTS),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    fresh = json.loads(result.stdout.strip().splitlines()[-1])
     assert fresh["medrg_loaded"] is False
     assert fresh["config_class"] == "MedRGConfig"
     assert "medrg" not in fresh["model_module"].split(".")[:1] and fresh["model_module"].endswith(
@@ -181,10 +174,11 @@ def _hub_files(folder: Path) -> list[Path]:
 
 
 # numpy and Pillow are hard dependencies of transformers' image stack; the processor needs them to decode
-# 16-bit radiographs. The model files stay on torch + transformers only. pydicom is optional: only imported
-# inside a function, in a try block that turns its absence into a clear error.
+# 16-bit radiographs. The model files stay on torch + transformers (and huggingface_hub, a hard dependency of
+# transformers whose `strict` validates the config, as in transformers' own configs). pydicom is optional: only
+# imported inside a function, in a try block that turns its absence into a clear error.
 ALLOWED = {
-    MODEL_HUB_DIR: {"torch", "transformers"},
+    MODEL_HUB_DIR: {"torch", "transformers", "huggingface_hub"},
     PROCESSOR_HUB_DIR: {"torch", "transformers", "numpy", "PIL"},
 }
 OPTIONAL = {MODEL_HUB_DIR: set(), PROCESSOR_HUB_DIR: {"pydicom"}}

@@ -5,15 +5,12 @@ executing any of the folder's .py files (they are edited to raise on import), gi
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, tiny_train_config, xray_like
+from conftest import REPO_ROOT, run_fresh_python, tiny_train_config, xray_like
 from PIL import Image
 from transformers import pipeline
 
@@ -79,17 +76,7 @@ print(json.dumps({
 
 
 def _run(script: str, folder: Path, request: dict, modules_cache: Path) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(modules_cache)}
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(folder), json.dumps(request)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=str(modules_cache.parent),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_fresh_python(script, str(folder), json.dumps(request), modules_cache=modules_cache)
 
 
 @pytest.fixture(scope="module")

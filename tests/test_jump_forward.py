@@ -10,9 +10,10 @@ import json
 
 import pytest
 import torch
-from conftest import REPO_ROOT, xray_like
+from conftest import REPO_ROOT, CountForwards, xray_like
 from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
 
 TOLERANCE = 1e-4
 HANDWRITTEN = REPO_ROOT / "tests" / "data" / "handwritten_reports.jsonl"
@@ -35,18 +36,6 @@ class TokenByToken(LogitsProcessor):
         return self.guide(input_ids, scores)
 
 
-class CountLMForwards:
-    def __init__(self, model):
-        self.calls = 0
-        self._handle = model.language_model.register_forward_pre_hook(self._count)
-
-    def _count(self, module, args):
-        self.calls += 1
-
-    def remove(self):
-        self._handle.remove()
-
-
 def _images(model_name, count):
     if model_name == "default":
         example = Image.open(REPO_ROOT / "docs" / "example_cxr.png").convert("L")
@@ -55,7 +44,7 @@ def _images(model_name, count):
 
 
 def _counted(model, method, **kwargs):
-    counter = CountLMForwards(model)
+    counter = CountForwards(model.language_model)
     try:
         return method(**kwargs), counter.calls
     finally:
@@ -279,6 +268,33 @@ def test_jump_forward_under_other_generation_settings(tiny_sharp):
     assert base.box_mask.sum().item() == 3
     with pytest.raises(ValueError, match="one sequence per input"):
         model.generate_grounding(**inputs, num_beams=2)
+    with pytest.raises(ValueError, match="synced_gpus is not supported"):
+        model.generate_grounding(**inputs, synced_gpus=True)
+
+
+class CollectStreamer(BaseStreamer):
+    def __init__(self):
+        self.puts, self.ended = [], 0
+
+    def put(self, value):
+        self.puts.append(value.tolist())
+
+    def end(self):
+        self.ended += 1
+
+
+def test_a_streamer_gets_the_prompt_then_every_answer_token_as_generate_gives_them(tiny_sharp):
+    """`streamer=` reaches the decoding loop (generate keeps its own streamer for its built-in loops): the prompt,
+    then every appended token in order, forced runs included, then one `end()`; the answer is unchanged."""
+    model, processor = tiny_sharp
+    inputs = processor(images=_images("tiny", 1), text=[REPORTS[3]], return_tensors="pt", guided=True)
+    base = model.generate_grounding(**inputs)
+    streamer = CollectStreamer()
+    out = model.generate_grounding(**inputs, streamer=streamer)
+    assert torch.equal(out.sequences, base.sequences) and streamer.ended == 1
+    assert streamer.puts[0] == inputs["input_ids"].tolist()
+    streamed = [token for put in streamer.puts[1:] for token in put]
+    assert streamed == out.sequences[0, out.prompt_length :].tolist() and len(streamed) > 3
 
 
 def test_processor_prepares_guided_and_free_decoding(tiny):

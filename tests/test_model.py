@@ -7,10 +7,11 @@ import warnings
 
 import pytest
 import torch
-from conftest import ForceAnswers, xray_like
+from conftest import ForceAnswers, forced_generation, xray_like
+from huggingface_hub.errors import StrictDataclassError
 from medrg.modeling_medrg.medrg_loss import box_losses, match_queries_to_targets
 from medrg.modeling_medrg.modeling_medrg import MedRGModel
-from transformers import AutoModel, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModel
 
 import medrg
 
@@ -37,11 +38,17 @@ def test_forward_returns_every_loss_part_and_box_per_finding(tiny):
     for name in ("loss", "lm_loss", "box_l1_loss", "box_giou_loss", "box_confidence_loss"):
         assert torch.isfinite(out[name]) and out[name].dim() == 0, name
     k = model.config.num_box_queries
-    assert out.pred_boxes.shape == (3, k, 4) and out.pred_scores.shape == (3, k)  # 1 + 2 + 0 findings
-    assert out.box_batch_index.tolist() == [0, 1, 1]
+    # slots per sample, as generation gives them: 1 + 2 + 0 findings
+    assert out.pred_boxes.shape == (3, 2, k, 4) and out.pred_scores.shape == (3, 2, k)
+    assert out.box_mask.tolist() == [[True, False], [True, True], [False, False]]
+    assert (out.box_token_positions >= 0).equal(out.box_mask)
+    for sample, slot in out.box_mask.nonzero().tolist():
+        assert batch["input_ids"][sample, out.box_token_positions[sample, slot]] == processor.box_token_id
     assert ((out.pred_boxes >= 0) & (out.pred_boxes <= 1)).all()
     assert ((out.pred_scores >= 0) & (out.pred_scores <= 1)).all()
-    assert out.intermediate_boxes.shape == (model.config.box_decoder_layers + 1, 3, k, 4)
+    assert (out.pred_boxes[~out.box_mask] == 0).all() and (out.pred_scores[~out.box_mask] == 0).all()
+    assert out.intermediate_boxes.shape == (model.config.box_decoder_layers + 1, 3, 2, k, 4)
+    assert torch.equal(out.intermediate_boxes[-1], out.pred_boxes)
     weighted = out.lm_loss + 5.0 * out.box_l1_loss + 2.0 * out.box_giou_loss + out.box_confidence_loss
     assert torch.allclose(out.loss, weighted)
     assert out.logits.shape[:2] == batch["input_ids"].shape
@@ -91,37 +98,21 @@ def test_left_padded_batch_equals_single_samples(tiny):
             alone = model(**single)
             length = single["input_ids"].shape[1]
             assert torch.allclose(together.logits[i, -length:], alone.logits[0], atol=1e-5)
-            rows = together.box_batch_index == i
+            rows, own = together.box_mask[i], alone.box_mask[0]
+            assert int(rows.sum()) == int(own.sum())
             if rows.any():
-                assert torch.allclose(together.pred_boxes[rows], alone.pred_boxes, atol=1e-5)
-                assert torch.allclose(together.pred_scores[rows], alone.pred_scores, atol=1e-5)
-
-
-class ForceBoxLast(LogitsProcessor):
-    """Forces one word token then <BOX>, so that <BOX> is the LAST generated token (max_new_tokens=2)."""
-
-    def __init__(self, first, box, prompt_length):
-        self.first, self.box, self.prompt_length = first, box, prompt_length
-
-    def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self.prompt_length
-        forced = torch.full_like(scores, float("-inf"))
-        forced[:, self.first if step == 0 else self.box] = 0
-        return forced
+                assert torch.allclose(together.pred_boxes[i, rows], alone.pred_boxes[0, own], atol=1e-5)
+                assert torch.allclose(together.pred_scores[i, rows], alone.pred_scores[0, own], atol=1e-5)
 
 
 def test_box_as_last_generated_token_is_grounded(tiny):
     model, processor = tiny
     inputs = processor(images=[xray_like(), xray_like(seed=1)], text=REPORTS[:2])
     first = processor.tokenizer.encode("nodule", add_special_tokens=False)[0]
-    force = LogitsProcessorList([ForceBoxLast(first, processor.box_token_id, inputs["input_ids"].shape[1])])
-    out = model.generate_grounding(
-        inputs["input_ids"],
-        inputs["pixel_values"],
-        inputs["attention_mask"],
-        max_new_tokens=2,
-        logits_processor=force,
-    )
+    # one word then <BOX>, cut off there by max_new_tokens=2: <BOX> is the LAST generated token
+    answers = [[first, processor.box_token_id]] * 2
+    force = ForceAnswers(answers, processor.tokenizer.eos_token_id, inputs["input_ids"].shape[1])
+    out = forced_generation(model, inputs, force, max_new_tokens=2)
     k = model.config.num_box_queries
     assert out.sequences[:, -1].tolist() == [processor.box_token_id] * 2
     assert out.pred_boxes.shape == (2, 1, k, 4) and out.pred_scores.shape == (2, 1, k)
@@ -146,13 +137,7 @@ def test_generate_grounding_returns_padded_boxes_with_mask_and_finished(tiny):
     box, eos = processor.box_token_id, processor.tokenizer.eos_token_id
     answers = [[word, box, word, box, eos], [word, box, eos], [word, eos]]
     prompt = inputs["input_ids"].shape[1]
-    out = model.generate_grounding(
-        inputs["input_ids"],
-        inputs["pixel_values"],
-        inputs["attention_mask"],
-        max_new_tokens=8,
-        logits_processor=LogitsProcessorList([ForceAnswers(answers, eos, prompt)]),
-    )
+    out = forced_generation(model, inputs, ForceAnswers(answers, eos, prompt), max_new_tokens=8)
     k = model.config.num_box_queries
     assert out.pred_boxes.shape == (3, 2, k, 4) and out.pred_scores.shape == (3, 2, k)
     assert out.box_mask.tolist() == [[True, True], [True, False], [False, False]]
@@ -169,8 +154,23 @@ def test_generate_grounding_returns_padded_boxes_with_mask_and_finished(tiny):
         pixel_values=inputs["pixel_values"],
         attention_mask=torch.cat((inputs["attention_mask"], out.generated_mask), 1),
     )
-    generated = forward.box_token_positions >= prompt
-    assert torch.allclose(out.pred_boxes[out.box_mask], forward.pred_boxes[generated], atol=1e-6)
+    assert torch.equal(forward.box_mask, out.box_mask)
+    assert torch.equal(forward.box_token_positions, out.box_token_positions)
+    assert torch.allclose(out.pred_boxes[out.box_mask], forward.pred_boxes[forward.box_mask], atol=1e-6)
+    # one box layout: the processor post-processes the forward output (phrases read off its input_ids) as the
+    # generation's
+    sizes = inputs["image_sizes"]
+    generated = processor.post_process_grounding(out, sizes, threshold=0.0)
+    teacher = processor.post_process_grounding(forward, sizes, threshold=0.0, input_ids=out.sequences)
+    assert [r["labels"] for r in teacher] == [r["labels"] for r in generated]
+    assert teacher[0]["labels"] and teacher[1]["labels"] and teacher[2]["labels"] == []
+    assert [r["finished"] for r in teacher] == [True, True, True]
+    for a, b in zip(teacher, generated):
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3) and torch.allclose(
+            a["scores"], b["scores"], atol=1e-5
+        )
+    with pytest.raises(ValueError, match="pass input_ids="):
+        processor.post_process_grounding(forward, sizes)
 
 
 def test_generate_grounding_without_any_box_gives_empty_padded_tensors(tiny):
@@ -179,12 +179,7 @@ def test_generate_grounding_without_any_box_gives_empty_padded_tensors(tiny):
     eos = processor.tokenizer.eos_token_id
     word = processor.tokenizer.encode("normal", add_special_tokens=False)[0]
     force = ForceAnswers([[word, eos], [eos]], eos, inputs["input_ids"].shape[1])
-    out = model.generate_grounding(
-        inputs["input_ids"],
-        inputs["pixel_values"],
-        inputs["attention_mask"],
-        logits_processor=LogitsProcessorList([force]),
-    )
+    out = forced_generation(model, inputs, force)
     k = model.config.num_box_queries
     assert out.pred_boxes.shape == (2, 0, k, 4) and out.box_mask.shape == (2, 0)
     assert out.box_token_positions.shape == (2, 0) and out.finished.tolist() == [True, True]
@@ -472,7 +467,7 @@ def test_text_first_box_does_not_depend_on_the_image():
     ],
 )
 def test_feature_pyramid_settings_are_checked(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(StrictDataclassError, match=message):
         medrg.MedRGConfig(**overrides)
 
 

@@ -11,11 +11,11 @@ import copy
 
 import pytest
 import torch
-from conftest import time_limit, xray_like
+from conftest import forced_generation, time_limit, xray_like
 from medrg.modeling_medrg.medrg_loss import box_losses, match_queries_to_targets
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor
 
 import medrg
 
@@ -143,14 +143,7 @@ def cut_off_answer_is_not_finished_and_full_answer_is(tiny, tmp_path):
 def never_ending_answer_is_not_finished(tiny, tmp_path):
     model, processor = tiny
     inputs = processor(images=[xray_like()], text=REPORTS[:1])
-    ban = LogitsProcessorList([BanTokens([processor.tokenizer.eos_token_id])])
-    out = model.generate_grounding(
-        inputs["input_ids"],
-        inputs["pixel_values"],
-        inputs["attention_mask"],
-        max_new_tokens=4,
-        logits_processor=ban,
-    )
+    out = forced_generation(model, inputs, BanTokens([processor.tokenizer.eos_token_id]), max_new_tokens=4)
     assert out.finished.tolist() == [False] and out.generated_mask.sum() == 4
 
 
@@ -213,7 +206,7 @@ def batch_without_findings_gives_zero_box_loss_with_gradients(tiny, tmp_path):
 def one_query_per_box_trains(tiny, tmp_path):
     model, processor = medrg.build_tiny_medrg(seed=0, num_box_queries=1)
     out = model(**_batch(processor))  # the second finding has 2 boxes: only the closer one is supervised
-    assert out.pred_boxes.shape == (3, 1, 4)
+    assert out.pred_boxes.shape == (2, 2, 1, 4)  # 2 samples, at most 2 findings, K = 1
     assert all(
         torch.isfinite(out[n]) for n in ("loss", "box_l1_loss", "box_giou_loss", "box_confidence_loss")
     )

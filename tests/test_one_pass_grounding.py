@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REPO_ROOT, ForceAnswers, xray_like
-from medrg.modeling_medrg.medrg_outputs import box_slots
+from conftest import REPO_ROOT, CountForwards, ForceAnswers, forced_generation, xray_like
 from PIL import Image
-from transformers import LogitsProcessorList
 
 TOLERANCE = 1e-4
 REPORTS = [
@@ -21,20 +19,6 @@ PHRASES = [
     ["bilateral effusions"],
     ["pneumothorax", "nodule", "atelectasis", "effusion"],
 ]
-
-
-class CountCalls:
-    """Counts the top-level forwards of a model."""
-
-    def __init__(self, model):
-        self.forwards = 0
-        self._handle = model.register_forward_pre_hook(self._count)
-
-    def _count(self, module, args):
-        self.forwards += 1
-
-    def remove(self):
-        self._handle.remove()
 
 
 def _images(processor, model_name):
@@ -54,17 +38,10 @@ def _ground(model, processor, model_name, answers, max_new_tokens, **generate_kw
     )
     prompt = inputs["input_ids"].shape[1]
     eos = processor.tokenizer.eos_token_id
-    logits_processor = LogitsProcessorList([ForceAnswers(answers, eos, prompt)])
-    counter = CountCalls(model)
+    force = ForceAnswers(answers, eos, prompt)
+    counter = CountForwards(model)
     try:
-        out = model.generate_grounding(
-            inputs["input_ids"],
-            inputs["pixel_values"],
-            mask,
-            max_new_tokens=max_new_tokens,
-            logits_processor=logits_processor,
-            **generate_kwargs,
-        )
+        out = forced_generation(model, inputs, force, max_new_tokens=max_new_tokens, **generate_kwargs)
     finally:
         counter.remove()
     for row, answer in enumerate(answers):
@@ -78,14 +55,13 @@ def _ground(model, processor, model_name, answers, max_new_tokens, **generate_kw
             use_cache=False,
             logits_to_keep=1,
         )
-    if reference.box_token_positions is not None:
-        assert bool((reference.box_token_positions >= prompt).all())  # the prompts hold no <BOX>
-    slots = box_slots(reference, 3, model.config.num_box_queries)
+    # the prompts hold no <BOX>
+    assert bool((reference.box_token_positions[reference.box_mask] >= prompt).all())
     reference_slots = (
-        slots["pred_boxes"],
-        slots["pred_scores"],
-        slots["box_mask"],
-        slots["box_token_positions"],
+        reference.pred_boxes,
+        reference.pred_scores,
+        reference.box_mask,
+        reference.box_token_positions,
     )
     return out, reference_slots, counter, prompt
 
@@ -120,7 +96,7 @@ def test_one_pass_boxes_equal_teacher_forced_boxes(model_name, tiny_sharp, defau
     real = out.pred_boxes[out.box_mask]
     assert (real - real.mean(0)).abs().max() > 100 * TOLERANCE
     # no second pass: one forward per generated token, the last generated token (EOS) is never fed
-    assert counter.forwards == out.sequences.shape[1] - prompt
+    assert counter.calls == out.sequences.shape[1] - prompt
 
 
 @pytest.mark.parametrize("model_name", ["tiny", "default"])
@@ -139,7 +115,7 @@ def test_box_as_last_generated_token_needs_one_extra_step_only(model_name, tiny_
     assert out.box_mask.sum(1).tolist() == [2, len(PHRASES[1]), answers[2].count(box)]
     assert int(out.box_token_positions[0].max()) == out.sequences.shape[1] - 1
     _assert_same(out, reference)
-    assert counter.forwards == out.sequences.shape[1] - prompt + 1  # generation + one step for the last <BOX>
+    assert counter.calls == out.sequences.shape[1] - prompt + 1  # generation + one step for the last <BOX>
 
 
 def test_box_mask_and_finished_are_those_of_the_reference(tiny_sharp):
@@ -170,7 +146,7 @@ def test_a_single_generated_box_token_is_grounded(tiny_sharp):
     out, reference, counter, prompt = _ground(model, processor, "tiny", [[box]] * 3, 1)
     assert out.sequences[:, prompt:].tolist() == [[box]] * 3 and out.box_mask.tolist() == [[True]] * 3
     _assert_same(out, reference)
-    assert counter.forwards == 2
+    assert counter.calls == 2
 
 
 def test_no_box_in_any_answer_gives_empty_tensors_without_a_second_pass(tiny_sharp):
@@ -180,7 +156,7 @@ def test_no_box_in_any_answer_gives_empty_tensors_without_a_second_pass(tiny_sha
     _assert_same(out, reference)
     k = model.config.num_box_queries
     assert out.pred_boxes.shape == (3, 0, k, 4) and out.box_mask.shape == (3, 0)
-    assert counter.forwards == out.sequences.shape[1] - prompt
+    assert counter.calls == out.sequences.shape[1] - prompt
 
 
 @pytest.mark.parametrize(
@@ -209,7 +185,7 @@ def test_decoding_without_cache_gives_the_same_boxes(tiny_sharp):
         )
         _assert_same(out, reference)
         trailing_box = int(bool((out.sequences[:, -1] == processor.box_token_id).any()))
-        assert counter.forwards == out.sequences.shape[1] - prompt + trailing_box
+        assert counter.calls == out.sequences.shape[1] - prompt + trailing_box
 
 
 def test_forward_returns_hidden_states_only_when_asked_and_only_kept_positions(tiny_sharp):

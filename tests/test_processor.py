@@ -403,13 +403,36 @@ def test_post_process_without_keep_top_box_and_with_threshold_zero(tiny):
     assert torch.allclose(everything[0]["scores"][:3], torch.tensor([0.9, 0.8, 0.3]))
 
 
+def test_post_process_reads_a_forward_output_off_its_input_ids(tiny):
+    """One box layout: `forward`'s output (boxes in slots per sample, no `sequences`) post-processes like the
+    generation's, its phrases read off the answers in `input_ids` (after the prompt's last answer prefix)."""
+    _, processor = tiny
+    generation = _generation(processor)
+    prompts = processor(images=[xray_like(seed=i) for i in range(3)], text=["Nodule.", "Normal.", "Mass."])
+    answers = generation["sequences"][:, generation["prompt_length"] :]
+    input_ids = torch.cat((prompts["input_ids"], answers), dim=1)
+    forward = {k: generation[k] for k in ("pred_boxes", "pred_scores", "box_mask", "box_token_positions")}
+    from_forward = processor.post_process_grounding(forward, SIZES, threshold=0.5, input_ids=input_ids)
+    from_generation = processor.post_process_grounding(generation, SIZES, threshold=0.5)
+    assert [r["labels"] for r in from_forward] == [["nodule", "effusion"], [], ["mass", "mass"]]
+    for a, b in zip(from_forward, from_generation):
+        assert a["labels"] == b["labels"] and torch.equal(a["boxes"], b["boxes"])
+        assert torch.equal(a["scores"], b["scores"])
+    # a forward answer is finished when it holds EOS
+    assert [r["finished"] for r in from_forward] == [True, True, False]
+    with pytest.raises(ValueError, match="pass input_ids="):
+        processor.post_process_grounding(forward, SIZES)
+    with pytest.raises(ValueError, match="input_ids row 0: no .* ends a prompt in it"):
+        processor.post_process_grounding(forward, SIZES, input_ids=answers)
+
+
 def test_post_process_errors_name_the_problem(tiny):
     _, processor = tiny
     generation = _generation(processor)
-    with pytest.raises(ValueError, match="Got 2 target sizes for 3 generations"):
+    with pytest.raises(ValueError, match="Got 2 target sizes for 3 answers"):
         processor.post_process_grounding(generation, SIZES[:2])
     generation["box_mask"] = torch.tensor([[True, False], [False, False], [True, False]])
-    with pytest.raises(ValueError, match="Sample 0: 2 generated <BOX> tokens but 1 predicted box sets"):
+    with pytest.raises(ValueError, match="Sample 0: 2 <BOX> tokens in the answer but 1 predicted box sets"):
         processor.post_process_grounding(generation, SIZES)
     ragged = {**_generation(processor), "pred_boxes": [torch.zeros(2, 3, 4), torch.zeros(0, 3, 4)]}
     with pytest.raises(TypeError, match="needs `pred_boxes` as a padded tensor"):

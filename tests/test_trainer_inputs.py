@@ -55,24 +55,9 @@ CONFIG_CASES = [
     # configs that reach a NaN loss
     ("lr .inf", None, ("max_steps: 2", "max_steps: 2\n  learning_rate: .inf"), (),
      r"training\.learning_rate must be a finite number > 0, got inf"),
-    ("lr .nan", None, None, ("--set", "training.learning_rate=.nan"),
-     r"training\.learning_rate must be a finite number > 0, got nan"),
-    ("max_grad_norm -1", None, None, ("--set", "training.max_grad_norm=-1"),
-     r"training\.max_grad_norm must be a finite number >= 0 \(0 or null: no gradient clipping\)"),
-    ("max_grad_norm .inf", None, None, ("--set", "training.max_grad_norm=.inf"),
-     r"training\.max_grad_norm must be a finite number >= 0"),
     # configs that would train nothing, or wrongly, and exit 0
     ("negative epochs", None, ("max_steps: 2", "max_steps: -1\n  num_train_epochs: -1"), (),
      r"training\.num_train_epochs must be a finite number > 0, got -1\.0"),
-    ("max_steps < -1", None, None, ("--set", "training.max_steps=-5"),
-     r"training\.max_steps must be -1 \(use epochs\) or >= 1, got -5"),
-    ("lr 0", None, None, ("--set", "training.learning_rate=0"), r"training\.learning_rate must be a finite number > 0"),
-    ("negative lr", None, None, ("--set", "training.learning_rate=-1e-3"),
-     r"training\.learning_rate must be a finite number > 0, got -0\.001"),
-    ("negative weight_decay", None, None, ("--set", "training.weight_decay=-0.01"),
-     r"training\.weight_decay must be a finite number >= 0, got -0\.01"),
-    ("typo in model.overrides", None, None, ("--set", "model.overrides={box_decoder_dimm: 64}"),
-     r"unknown key model\.overrides\.box_decoder_dimm: not a MedRGConfig field \(did you mean 'box_decoder_dim'\?\)"),
     ("YAML syntax error", "training:\n  max_steps: [1, 2\n", None, (), r"config\.yaml: invalid YAML \(line 3, column 1\)"),
     ("top-level list", "- training\n- model\n", None, (), r"config\.yaml: the config must be a mapping .* got a list"),
     ("empty file", "", None, (), r"config\.yaml: the config file is empty"),
@@ -82,19 +67,8 @@ CONFIG_CASES = [
      r"unknown key training\.learnig_rate in the training config \(did you mean 'learning_rate'\?\)"),
     ("trainer_args section", None, ("max_steps: 2", "max_steps: 2\n  trainer_args: {seed: 1}"), (),
      r"unknown key training\.trainer_args .*set TrainingArguments fields directly"),
-    ("lora.alpha (peft names it lora_alpha)", None, None, ("--set", "lora.alpha=16"), r"unknown key lora\.alpha .*lora\.lora_alpha"),
-    ("removed HF key", None, None, ("--set", "training.warmup_ratio=0.1"),
-     r"unknown key training\.warmup_ratio in the training config \(did you mean 'warmup_steps'\?\)"),
-    ("lr as words", None, None, ("--set", "training.learning_rate=fast"),
-     r"training\.learning_rate: invalid float value: 'fast'"),
-    ("float steps", None, None, ("--set", "training.max_steps=2.5"), r"training\.max_steps: invalid int value: '2\.5'"),
-    ("batch size 0", None, None, ("--set", "training.per_device_train_batch_size=0"),
-     r"training\.per_device_train_batch_size must be an integer >= 1, got 0"),
-    ("accumulation 0", None, None, ("--set", "training.gradient_accumulation_steps=0"),
-     r"training\.gradient_accumulation_steps must be an integer >= 1, got 0"),
     ("repeat 0", None, ("progress: false}", "progress: false}\n      repeat: 0"), (),
      r"data\.sources\[0\]\.repeat must be an integer >= 1, got 0"),
-    ("no sources", None, None, ("--set", "data.sources=[]"), r"data\.sources must name at least one dataset"),
     ("unknown source key", None, ("progress: false}", "progress: false}\n      dir: x"), (),
      r"unknown key data\.sources\[0\]\.dir"),
     ("unknown dataset name", None, ("name: synthcxr", "name: synthcrx"), ("--dry-run",),
@@ -109,31 +83,52 @@ CONFIG_CASES = [
      r"export\.evaluate_splits names \['tset'\], not splits of the sources"),
     ("eval without a split", None, ("eval_split: validation", "eval_split: null"),
      ("--set", "training.eval_strategy=steps"), r"training\.eval_strategy is 'steps' but data\.eval_split is not set"),
-    ("unknown scheduler", None, None, ("--set", "training.lr_scheduler_type=cosin"),
-     r"training\.lr_scheduler_type: invalid choice: 'cosin'"),
-    ("label_names changed", None, None, ("--set", "training.label_names=[labels]"),
-     r"training\.label_names must be \['labels', 'target_boxes', 'target_boxes_mask'\] for MedRG"),
-    ("lora rank 0", None, None, ("--set", "lora.r=0"), r"lora\.r must be an integer >= 1, got 0"),
-    ("lora dropout 1", None, None, ("--set", "lora.lora_dropout=1"), r"lora\.lora_dropout must be a number in \[0, 1\)"),
-    ("--set without =", None, None, ("--set", "training.max_steps"),
-     r"--set expects SECTION\.KEY=VALUE \(e\.g\. training\.max_steps=100\), got 'training\.max_steps'"),
-    ("--set without section", None, None, ("--set", "max_steps=3"), r"--set expects SECTION\.KEY=VALUE"),
-    ("--set below a value", None, None, ("--set", "training.max_steps.x=3"),
-     r"--set training\.max_steps\.x: training\.max_steps is not a section"),
-    ("--set bad YAML", None, None, ("--set", "training.max_steps=[1"), r"--set training\.max_steps: invalid YAML"),
-    ("threads 0", None, None, ("--set", "training.torch_threads=0"),
-     r"training\.torch_threads must be null or an integer >= 1, got 0"),
     ("resume, no checkpoint at all", None, None, ("--resume", "--dry-run"),
      r"training\.resume_from_checkpoint: no complete checkpoint-N folder in '.*run' to resume from"),
     ("resume from a missing folder", None, None, ("--set", "training.resume_from_checkpoint=/nonexistent/ckpt", "--dry-run"),
      r"training\.resume_from_checkpoint '/nonexistent/ckpt' is not a complete MedRG checkpoint"),
 ]  # fmt: skip
+# case -> (the one `--set` override of BASE, expected error regex): the same checks as CONFIG_CASES.
+SET_CASES = {
+    # configs that reach a NaN loss
+    "lr .nan": ("training.learning_rate=.nan", r"training\.learning_rate must be a finite number > 0, got nan"),
+    "max_grad_norm -1": ("training.max_grad_norm=-1", r"training\.max_grad_norm must be a finite number >= 0 \(0 or null: no gradient clipping\)"),
+    "max_grad_norm .inf": ("training.max_grad_norm=.inf", r"training\.max_grad_norm must be a finite number >= 0"),
+    # configs that would train nothing, or wrongly, and exit 0
+    "max_steps < -1": ("training.max_steps=-5", r"training\.max_steps must be -1 \(use epochs\) or >= 1, got -5"),
+    "lr 0": ("training.learning_rate=0", r"training\.learning_rate must be a finite number > 0"),
+    "negative lr": ("training.learning_rate=-1e-3", r"training\.learning_rate must be a finite number > 0, got -0\.001"),
+    "negative weight_decay": ("training.weight_decay=-0.01", r"training\.weight_decay must be a finite number >= 0, got -0\.01"),
+    "typo in model.overrides": ("model.overrides={box_decoder_dimm: 64}", r"unknown key model\.overrides\.box_decoder_dimm: not a MedRGConfig field \(did you mean 'box_decoder_dim'\?\)"),
+    # what a demanding user tries next
+    "lora.alpha (peft names it lora_alpha)": ("lora.alpha=16", r"unknown key lora\.alpha .*lora\.lora_alpha"),
+    "removed HF key": ("training.warmup_ratio=0.1", r"unknown key training\.warmup_ratio in the training config \(did you mean 'warmup_steps'\?\)"),
+    "lr as words": ("training.learning_rate=fast", r"training\.learning_rate: invalid float value: 'fast'"),
+    "float steps": ("training.max_steps=2.5", r"training\.max_steps: invalid int value: '2\.5'"),
+    "batch size 0": ("training.per_device_train_batch_size=0", r"training\.per_device_train_batch_size must be an integer >= 1, got 0"),
+    "accumulation 0": ("training.gradient_accumulation_steps=0", r"training\.gradient_accumulation_steps must be an integer >= 1, got 0"),
+    "no sources": ("data.sources=[]", r"data\.sources must name at least one dataset"),
+    "unknown scheduler": ("training.lr_scheduler_type=cosin", r"training\.lr_scheduler_type: invalid choice: 'cosin'"),
+    "label_names changed": ("training.label_names=[labels]", r"training\.label_names must be \['labels', 'target_boxes', 'target_boxes_mask'\] for MedRG"),
+    "lora rank 0": ("lora.r=0", r"lora\.r must be an integer >= 1, got 0"),
+    "lora dropout 1": ("lora.lora_dropout=1", r"lora\.lora_dropout must be a number in \[0, 1\)"),
+    "--set without =": ("training.max_steps", r"--set expects SECTION\.KEY=VALUE \(e\.g\. training\.max_steps=100\), got 'training\.max_steps'"),
+    "--set without section": ("max_steps=3", r"--set expects SECTION\.KEY=VALUE"),
+    "--set below a value": ("training.max_steps.x=3", r"--set training\.max_steps\.x: training\.max_steps is not a section"),
+    "--set bad YAML": ("training.max_steps=[1", r"--set training\.max_steps: invalid YAML"),
+    "threads 0": ("training.torch_threads=0", r"training\.torch_threads must be null or an integer >= 1, got 0"),
+}  # fmt: skip
+
+
+ALL_CONFIG_CASES = CONFIG_CASES + [
+    (case, None, None, ("--set", assignment), expected) for case, (assignment, expected) in SET_CASES.items()
+]
 
 
 @pytest.mark.parametrize(
     ("text", "replace", "extra", "expected"),
-    [case[1:] for case in CONFIG_CASES],
-    ids=[case[0] for case in CONFIG_CASES],
+    [case[1:] for case in ALL_CONFIG_CASES],
+    ids=[case[0] for case in ALL_CONFIG_CASES],
 )
 def test_bad_config_fails_with_one_line_naming_file_and_key(tmp_path, text, replace, extra, expected):
     path, out = write_config(tmp_path, text, replace)

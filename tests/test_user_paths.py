@@ -336,7 +336,7 @@ def _truncate(file: Path) -> None:
         ),
         (
             lambda d: _edit_json(d / "config.json", num_box_queries=10**9),
-            r"config\.json: MedRGConfig\.num_box_queries must be at most 1024",
+            r"config\.json: Validation error for field 'num_box_queries': ValueError: must be in \[1, 1024\]",
         ),
         (lambda d: (d / "processor_config.json").unlink(), r"processor_config\.json not found"),
     ],

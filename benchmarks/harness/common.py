@@ -157,6 +157,19 @@ def example_report() -> str:
     return (EXAMPLE_DIR / "example_report.txt").read_text()
 
 
+def batch_inputs(
+    processor, batch: int, device: str = "cpu", dtype: torch.dtype = torch.float32, max_new_tokens: int = 64
+) -> dict:
+    """`generate_grounding` keyword arguments for `batch` copies of the example X-ray and report."""
+    inputs = processor(images=[example_image()] * batch, text=[example_report()] * batch, return_tensors="pt")
+    return {
+        "input_ids": inputs["input_ids"].to(device),
+        "pixel_values": inputs["pixel_values"].to(device=device, dtype=dtype),
+        "attention_mask": inputs["attention_mask"].to(device),
+        "max_new_tokens": max_new_tokens,
+    }
+
+
 def report_with_findings(count: int, extra_sentences: int = 0) -> str:
     """A report stating the first `count` of FINDING_PHRASES (1-10), plus `extra_sentences` normal sentences."""
     if not 0 <= count <= len(FINDING_PHRASES):

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from .common import Settings, load_model, load_now, md_table, new_figure, save_figure
-from .roofline import batch_inputs, count_flops, matmul_gflops
+from .common import Settings, batch_inputs, load_model, load_now, md_table, new_figure, save_figure
+from .roofline import count_flops, matmul_gflops
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # dense (no sparsity) peak TFLOP/s per dtype of common accelerators, from the vendors' data sheets

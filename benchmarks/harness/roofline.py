@@ -11,16 +11,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .common import (
-    Settings,
-    example_image,
-    example_report,
-    load_model,
-    load_now,
-    md_table,
-    new_figure,
-    save_figure,
-)
+from .common import Settings, batch_inputs, load_model, load_now, md_table, new_figure, save_figure
 
 COMPUTE_OPS = (
     "mm",
@@ -56,19 +47,6 @@ def matmul_gflops(
         "size": size,
         "median_gflops": round(rates[len(rates) // 2], 3),
         "best_gflops": round(rates[-1], 3),
-    }
-
-
-def batch_inputs(
-    processor, batch: int, device: str = "cpu", dtype: torch.dtype = torch.float32, max_new_tokens: int = 64
-) -> dict:
-    """`generate_grounding` keyword arguments for `batch` copies of the example X-ray and report."""
-    inputs = processor(images=[example_image()] * batch, text=[example_report()] * batch, return_tensors="pt")
-    return {
-        "input_ids": inputs["input_ids"].to(device),
-        "pixel_values": inputs["pixel_values"].to(device=device, dtype=dtype),
-        "attention_mask": inputs["attention_mask"].to(device),
-        "max_new_tokens": max_new_tokens,
     }
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 from .config import LABEL_NAMES, DataArguments, LoraArguments, ModelArguments, TrainConfig, load_config
 
@@ -90,7 +91,7 @@ def build_model(section: ModelArguments):
                 max_length=section.max_length,
                 **section.overrides,
             )
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, StrictDataclassError) as error:
         if not section.overrides:
             raise
         raise ValueError(f"model.overrides {section.overrides}: {error}") from None
@@ -98,8 +99,12 @@ def build_model(section: ModelArguments):
     folder = str(checkpoint_folder(section.checkpoint))
     model = medrg.MedRGForReportGrounding.from_pretrained(folder)
     processor = medrg.MedRGProcessor.from_pretrained(folder)
-    for name, value in section.overrides.items():
-        setattr(model.config, name, value)
+    try:  # MedRGConfig is @strict: each value is checked as it is set, the rules across fields by validate()
+        for name, value in section.overrides.items():
+            setattr(model.config, name, value)
+        model.config.validate()
+    except StrictDataclassError as error:
+        raise ValueError(f"model.overrides {section.overrides}: {error}") from None
     return model, processor
 
 

@@ -21,15 +21,19 @@ import os
 
 from .common import DataFormatError
 
-# name -> (module, function); real sources need data_dir, synthcxr does not.
+# name -> (module, function), the function of module `m` being `build_m`; real sources need data_dir, synthcxr
+# and jsonl do not.
 BUILDERS = {
-    "synthcxr": ("synthcxr", "build_synthcxr"),
-    "chestxray8": ("chestxray8", "build_chestxray8"),
-    "ms-cxr": ("ms_cxr", "build_ms_cxr"),
-    "vindr-cxr": ("vindr_cxr", "build_vindr_cxr"),
-    "rsna-pneumonia": ("rsna", "build_rsna"),
-    "jsonl": ("jsonl", "build_jsonl"),
-    "parquet": ("parquet_folder", "build_parquet_folder"),
+    name: (module, f"build_{module}")
+    for name, module in {
+        "synthcxr": "synthcxr",
+        "chestxray8": "chestxray8",
+        "ms-cxr": "ms_cxr",
+        "vindr-cxr": "vindr_cxr",
+        "rsna-pneumonia": "rsna",
+        "jsonl": "jsonl",
+        "parquet": "parquet_folder",
+    }.items()
 }
 
 

@@ -75,13 +75,17 @@ TEMPLATE_LOCATION_NOUNS = {
     ("left", "middle"): ("lingula", "left mid zone", "left midlung"),
     ("left", "lower"): ("left lower lobe", "left lower zone", "left lung base"),
 }
+# the same places before a noun ("right apical nodule"): a location noun with an adjective of its own takes it
+_LOCATION_ADJECTIVE_OF = {
+    "right upper lung": "right apical",
+    "right lung base": "right basilar",
+    "left upper lung": "left apical",
+    "lingula": "lingular",
+    "left lung base": "left basilar",
+}
 TEMPLATE_LOCATION_ADJECTIVES = {
-    ("right", "upper"): ("right upper lobe", "right upper zone", "right apical"),
-    ("right", "middle"): ("right middle lobe", "right mid zone", "right midlung"),
-    ("right", "lower"): ("right lower lobe", "right lower zone", "right basilar"),
-    ("left", "upper"): ("left upper lobe", "left upper zone", "left apical"),
-    ("left", "middle"): ("lingular", "left mid zone", "left midlung"),
-    ("left", "lower"): ("left lower lobe", "left lower zone", "left basilar"),
+    place: tuple(_LOCATION_ADJECTIVE_OF.get(noun, noun) for noun in nouns)
+    for place, nouns in TEMPLATE_LOCATION_NOUNS.items()
 }
 TEMPLATE_NEGATIONS = {
     "pneumothorax": ("No pneumothorax.", "There is no pneumothorax."),
