@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
 from medrg.modeling_medrg.configuration_medrg import MedRGConfig
 from medrg.modeling_medrg.modeling_medrg import MedRGForReportGrounding
@@ -86,6 +86,47 @@ def build_tiny_medrg(
     return model, processor
 
 
+def assemble_from_backbones(
+    text_model: str | PreTrainedModel,
+    vision_model: str | PreTrainedModel,
+    *,
+    image_token_id: int,
+    box_token_id: int,
+    vocab_size: int,
+    image_size: int,
+    text_model_kwargs: dict | None = None,
+    vision_model_kwargs: dict | None = None,
+    **grounding_options,
+) -> MedRGForReportGrounding:
+    """MedRG around a pretrained causal LM and a pretrained vision model (objects or local folders), the box decoder
+    and projector new.
+
+    `vocab_size` is the tokenizer's length after `<image>`/`<BOX>` were added (the LM embeddings are resized);
+    `image_size` is the processor's square input size (used to count the image tokens); `grounding_options`
+    are any other [`MedRGConfig`] fields (box decoder sizes, K, loss weights, ...).
+    """
+    if isinstance(text_model, str):
+        text_model = AutoModelForCausalLM.from_pretrained(text_model, **(text_model_kwargs or {}))
+    if isinstance(vision_model, str):
+        vision_model = AutoModel.from_pretrained(vision_model, **(vision_model_kwargs or {}))
+    config = MedRGConfig(
+        text_config=text_model.config.to_dict(),
+        vision_config=vision_model.config.to_dict(),
+        image_token_id=image_token_id,
+        box_token_id=box_token_id,
+        **grounding_options,
+    )
+    model = MedRGForReportGrounding(config)
+    model.model.vision_tower = vision_model
+    model.model.language_model = text_model
+    model.config.vision_config = vision_model.config
+    model.config.text_config = text_model.config
+    model.resize_token_embeddings(vocab_size)
+    model.config.num_image_tokens = model.probe_num_image_tokens(image_size)
+    model.generation_config = text_model.generation_config
+    return model
+
+
 def build_medrg_from_backbones(
     text_model_path: str,
     vision_model_path: str,
@@ -108,7 +149,7 @@ def build_medrg_from_backbones(
         text_model_path, **({"gguf_file": gguf_file} if gguf_file else {})
     )
     add_grounding_tokens(tokenizer)
-    model = MedRGForReportGrounding.from_backbones(
+    model = assemble_from_backbones(
         text_model_path,
         vision_model_path,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),

@@ -1,5 +1,5 @@
-"""The outputs of MedRG: `forward` (`MedRGOutput`), the base model (`MedRGModelOutputWithPast`) and
-`generate_grounding` (`MedRGGroundingOutput`)."""
+"""The outputs of MedRG: `forward` (`MedRGOutput`), the base model (`MedRGModelOutputWithPast`), the image encoder
+(`MedRGImageOutput`) and `generate_grounding` (`MedRGGroundingOutput`)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,24 @@ class MedRGGroundingOutput(ModelOutput):
 
 
 @dataclass
+class MedRGImageOutput(ModelOutput):
+    r"""
+    Output of [`MedRGModel.get_image_features`]: what the image gives the LM and the box decoder, computed once per
+    image. `generate` passes it to the prefill as `mm_encoder_outputs={"image": ...}`, transformers' path for
+    pre-encoded multimodal inputs (`generate_grounding` encodes each image once and reuses it for the boxes).
+
+    Args:
+        pooler_output (`torch.FloatTensor` of shape `(batch, num_image_tokens, hidden)`): the projected image tokens
+            that fill the `<image>` placeholders (the field transformers' multimodal models use for them).
+        feature_maps (`torch.FloatTensor` of shape `(batch, height, width, channels)`, or a tuple of them): the box
+            decoder's features: the vision grid, or with `box_feature_levels` one grid per level, finest first.
+    """
+
+    pooler_output: torch.FloatTensor | None = None
+    feature_maps: torch.FloatTensor | tuple | None = None
+
+
+@dataclass
 class MedRGModelOutputWithPast(ModelOutput):
     r"""
     Output of [`MedRGModel.forward`].
@@ -99,15 +117,15 @@ class MedRGModelOutputWithPast(ModelOutput):
             when asked for.
         inputs_embeds (`torch.FloatTensor` of shape `(batch, sequence, hidden)`): the LM input, image features
             merged into the `<image>` placeholders.
-        image_features_grid (`torch.FloatTensor` of shape `(batch, height, width, channels)`): the vision tower's
-            feature grid (before pooling and projection), when `pixel_values` were given.
+        image_outputs ([`MedRGImageOutput`]): the image tokens and the box decoder's feature maps, when images
+            were given.
     """
 
     logits: torch.FloatTensor | None = None
     cache: object | None = None
     hidden_states: tuple | None = None
     inputs_embeds: torch.FloatTensor | None = None
-    image_features_grid: torch.FloatTensor | None = None
+    image_outputs: MedRGImageOutput | None = None
 
 
 def box_slots(
@@ -150,4 +168,11 @@ def no_boxes(batch: int, num_box_queries: int, device=None) -> dict:
     return box_slots(none, batch, boxes, boxes[..., 0], none)
 
 
-__all__ = ["MedRGGroundingOutput", "MedRGModelOutputWithPast", "MedRGOutput", "box_slots", "no_boxes"]
+__all__ = [
+    "MedRGGroundingOutput",
+    "MedRGImageOutput",
+    "MedRGModelOutputWithPast",
+    "MedRGOutput",
+    "box_slots",
+    "no_boxes",
+]

@@ -15,7 +15,14 @@ from .configuration_medrg import MedRGConfig, feature_channels
 from .medrg_box_decoder import MedRGBoxDecoder, box_references
 from .medrg_generation import MedRGGenerateOutput, generated_box_mask, jump_forward_decoding
 from .medrg_loss import box_losses, check_box_counts
-from .medrg_outputs import MedRGGroundingOutput, MedRGModelOutputWithPast, MedRGOutput, box_slots, no_boxes
+from .medrg_outputs import (
+    MedRGGroundingOutput,
+    MedRGImageOutput,
+    MedRGModelOutputWithPast,
+    MedRGOutput,
+    box_slots,
+    no_boxes,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -157,11 +164,15 @@ class MedRGModel(MedRGPreTrainedModel):
         )
 
     def get_image_features(
-        self, pixel_values: torch.Tensor | None = None, vision_maps: tuple[torch.Tensor, ...] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, ...]]:
-        """`pixel_values` `(batch, channels, size, size)` (or their `encode_vision` maps) -> the projected LM tokens
-        `(batch, num_image_tokens, hidden)` and the box decoder's features: the vision grid `(batch, height,
-        width, channels)` (full resolution), or a tuple of grids, finest first, with `box_feature_levels`."""
+        self,
+        pixel_values: torch.Tensor | None = None,
+        vision_maps: tuple[torch.Tensor, ...] | None = None,
+        return_dict: bool = True,
+    ) -> MedRGImageOutput | tuple:
+        """`pixel_values` `(batch, channels, size, size)` (or their `encode_vision` maps) -> [`MedRGImageOutput`]:
+        the projected LM tokens `(batch, num_image_tokens, hidden)` (`pooler_output`) and the box decoder's
+        `feature_maps`: the vision grid `(batch, height, width, channels)` (full resolution), or a tuple of grids,
+        finest first, with `box_feature_levels`. `return_dict=False`: the two as a tuple."""
         maps = vision_maps if vision_maps is not None else self.encode_vision(pixel_values)
         expected = 1 + len(self.config.box_feature_levels or ())
         if len(maps) != expected:
@@ -174,9 +185,10 @@ class MedRGModel(MedRGPreTrainedModel):
         if pool > 1:
             pooled = F.avg_pool2d(grid.permute(0, 3, 1, 2), pool, ceil_mode=True).permute(0, 2, 3, 1)
         tokens = self.multi_modal_projector(pooled.flatten(1, 2))
-        if self.config.box_feature_levels:
-            return tokens, tuple(maps[1:])
-        return tokens, grid
+        output = MedRGImageOutput(
+            pooler_output=tokens, feature_maps=tuple(maps[1:]) if self.config.box_feature_levels else grid
+        )
+        return output if return_dict else output.to_tuple()
 
     def get_grounding_features(
         self, pixel_values: torch.Tensor, vision_grid: torch.Tensor | None, grounding_pixel_values=None
@@ -226,28 +238,27 @@ class MedRGModel(MedRGPreTrainedModel):
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         output_hidden_states: bool = False,
-        image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
         vision_maps: tuple[torch.Tensor, ...] | None = None,
+        mm_encoder_outputs: dict | None = None,
         **kwargs,
     ) -> MedRGModelOutputWithPast:
         """Shapes as in [`MedRGForReportGrounding.forward`]; position ids default to the attention mask's cumsum,
-        so left padding does not shift positions. `image_features`: `get_image_features(pixel_values)` computed
-        before, used instead of running the vision tower again (only when `pixel_values` are given);
-        `vision_maps`: `encode_vision(pixel_values)` computed before, instead of `pixel_values`."""
+        so left padding does not shift positions. `vision_maps`: `encode_vision(pixel_values)` computed before,
+        instead of `pixel_values`; `mm_encoder_outputs`: `{"image": get_image_features(...)}` computed before
+        (transformers' pre-encoded multimodal input: `generate` passes it to the prefill), instead of either."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        grid = None
-        if pixel_values is not None or vision_maps is not None:
+        image = (mm_encoder_outputs or {}).get("image")
+        if image is not None and (pixel_values is not None or vision_maps is not None):
+            raise ValueError("Pass the images once: pixel_values, vision_maps or mm_encoder_outputs")
+        if image is None and (pixel_values is not None or vision_maps is not None):
+            image = self.get_image_features(pixel_values, vision_maps)
+        if image is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids to find the <image> placeholders")
-            image_tokens, grid = (
-                image_features
-                if image_features is not None
-                else self.get_image_features(pixel_values, vision_maps)
-            )
-            inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_tokens)
+            inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image.pooler_output)
         if position_ids is None and attention_mask is not None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
         kwargs.pop("return_dict", None)
@@ -267,7 +278,7 @@ class MedRGModel(MedRGPreTrainedModel):
             cache=getattr(outputs, "cache", None),
             hidden_states=outputs.hidden_states if output_hidden_states else None,
             inputs_embeds=inputs_embeds,
-            image_features_grid=grid,
+            image_outputs=image,
         )
 
 
@@ -325,9 +336,11 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.model.language_model.set_output_embeddings(value)
 
-    def get_image_features(self, pixel_values: torch.Tensor | None = None, vision_maps=None):
+    def get_image_features(
+        self, pixel_values: torch.Tensor | None = None, vision_maps=None, return_dict=True
+    ):
         """See [`MedRGModel.get_image_features`]."""
-        return self.model.get_image_features(pixel_values, vision_maps)
+        return self.model.get_image_features(pixel_values, vision_maps, return_dict)
 
     def encode_vision(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """See [`MedRGModel.encode_vision`]."""
@@ -341,11 +354,11 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         dtype = next(self.vision_tower.parameters()).dtype
         was_training = self.training
         self.eval()
-        tokens, _ = self.get_image_features(
+        image = self.get_image_features(
             torch.zeros(1, channels, image_size, image_size, device=device, dtype=dtype)
         )
         self.train(was_training)
-        return int(tokens.shape[1])
+        return int(image.pooler_output.shape[1])
 
     # ----- forward -----
     def forward(
@@ -363,8 +376,8 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         target_boxes_mask: torch.BoolTensor | None = None,
         grounding_pixel_values: torch.FloatTensor | None = None,
         image_sizes: torch.LongTensor | None = None,
-        image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
         vision_maps: tuple[torch.Tensor, ...] | None = None,
+        mm_encoder_outputs: dict | None = None,
         reference_boxes: torch.FloatTensor | None = None,
         reference_boxes_mask: torch.BoolTensor | None = None,
         **kwargs,
@@ -384,12 +397,12 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             target_boxes_mask (`torch.BoolTensor` of shape `(batch, findings, boxes)`): which target boxes are real.
             grounding_pixel_values: input of the separate grounding encoder (default: `pixel_values`).
             image_sizes: original `(height, width)` per image from the processor; only post-processing uses it.
-            image_features: optional `get_image_features(pixel_values)` of these `pixel_values`, computed before
-                (projected tokens `(batch, num_image_tokens, hidden)`, grid `(batch, height, width, channels)`):
-                the vision tower is not run again (`generate_grounding` encodes each image once).
             vision_maps: optional `encode_vision(pixel_values)` of the images (the vision tower's raw feature
                 grids), used instead of `pixel_values`: a frozen tower's features cached once per image and
                 augmentation, while the projector, LM and box decoder train on them.
+            mm_encoder_outputs: optional `{"image": get_image_features(pixel_values)}` ([`MedRGImageOutput`]),
+                computed before and used instead of `pixel_values` (transformers' pre-encoded multimodal input:
+                `generate` encodes each image once and passes it to the prefill).
             reference_boxes (`torch.FloatTensor` of shape `(batch, findings, [starts,] 4)`): optional first box of
                 the i-th `<BOX>` of each sample (normalised cxcywh in the model frame; the processor's `box_prior`
                 reads it off the phrase; two starts for a bilateral finding, one per side, the box queries taking
@@ -398,7 +411,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         """
         self._check_inputs(input_ids, inputs_embeds, target_boxes, target_boxes_mask)
         self._check_finite_pixels(pixel_values=pixel_values, grounding_pixel_values=grounding_pixel_values)
-        has_images = pixel_values is not None or vision_maps is not None
+        has_images = pixel_values is not None or vision_maps is not None or bool(mm_encoder_outputs)
         box_positions = self._find_box_tokens(input_ids, attention_mask, has_images, grounding_pixel_values)
         need_hidden = box_positions is not None and (box_positions.shape[0] > 0 or target_boxes is not None)
         # asked for by the decoding loop (`medrg_generation`: the states of the generated tokens it feeds)
@@ -413,8 +426,8 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
             output_hidden_states=need_hidden or return_hidden,
-            image_features=image_features,
             vision_maps=vision_maps,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
         # images: the box slots, empty until the box decoder fills them
@@ -430,7 +443,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             output.hidden_states = tuple(state[:, keep] for state in outputs.hidden_states)
         if need_hidden:
             grid = self.model.get_grounding_features(
-                pixel_values, outputs.image_features_grid, grounding_pixel_values
+                pixel_values, outputs.image_outputs.feature_maps, grounding_pixel_values
             )
             flat = self._decode_boxes(
                 output, outputs, attention_mask, box_positions, grid, reference_boxes, reference_boxes_mask
@@ -576,16 +589,14 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         generate_kwargs.setdefault("do_sample", False)
         if generate_kwargs.pop("synced_gpus", None):
             raise ValueError("generate_grounding decodes on each process alone: synced_gpus is not supported")
-        # (the prefill's forward checks `pixel_values`)
-        self._check_finite_pixels(grounding_pixel_values=grounding_pixel_values)
+        self._check_finite_pixels(pixel_values=pixel_values, grounding_pixel_values=grounding_pixel_values)
         # each image is encoded once: the generation's prefill and the grounding reuse these features
-        image_features = self.get_image_features(pixel_values)
+        image = self.get_image_features(pixel_values)
         generated = self.generate(
             input_ids=input_ids,
-            pixel_values=pixel_values,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
-            image_features=image_features,
+            mm_encoder_outputs={"image": image},
             custom_generate=jump_forward_decoding,
             forced_tokens_fn=forced_tokens_fn,
             answer_streamer=generate_kwargs.pop("streamer", None),
@@ -596,7 +607,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             attention_mask,
             pixel_values,
             grounding_pixel_values,
-            image_features,
+            image,
             (reference_boxes, reference_boxes_mask),
         )
 
@@ -606,7 +617,7 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
         prompt_mask: torch.Tensor,
         pixel_values: torch.Tensor,
         grounding_pixel_values: torch.Tensor | None,
-        image_features: tuple[torch.Tensor, torch.Tensor],
+        image: MedRGImageOutput,
         references: tuple,
     ) -> MedRGGroundingOutput:
         """Boxes of every generated `<BOX>` from the decoding's `token_states`, in slots per sample."""
@@ -621,10 +632,9 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
             hidden = states.new_zeros(batch, length, states.shape[-1])
             hidden[:, prompt_length : prompt_length + states.shape[1]] = states
             # the box decoder's phrase read-out takes the input embeddings of prompt + answer, images merged in
-            image_tokens, vision_grid = image_features
             embeddings = self.get_input_embeddings()(sequences)
-            embeddings = self.model.merge_image_features(sequences, embeddings, image_tokens)
-            grid = self.model.get_grounding_features(pixel_values, vision_grid, grounding_pixel_values)
+            embeddings = self.model.merge_image_features(sequences, embeddings, image.pooler_output)
+            grid = self.model.get_grounding_features(pixel_values, image.feature_maps, grounding_pixel_values)
             self._decode_boxes(
                 output,
                 MedRGModelOutputWithPast(hidden_states=(hidden,), inputs_embeds=embeddings),
@@ -643,48 +653,6 @@ class MedRGForReportGrounding(MedRGPreTrainedModel, GenerationMixin):
                 for name in ("pred_boxes", "pred_scores", "box_mask", "box_token_positions")
             },
         )
-
-    # ----- assembly from pretrained parts -----
-    @classmethod
-    def from_backbones(
-        cls,
-        text_model: str | PreTrainedModel,
-        vision_model: str | PreTrainedModel,
-        *,
-        image_token_id: int,
-        box_token_id: int,
-        vocab_size: int,
-        image_size: int,
-        text_model_kwargs: dict | None = None,
-        vision_model_kwargs: dict | None = None,
-        **grounding_options,
-    ) -> MedRGForReportGrounding:
-        """Assemble MedRG from a pretrained causal LM and a pretrained vision model (objects or local folders).
-
-        `vocab_size` is the tokenizer's length after `<image>`/`<BOX>` were added (the LM embeddings are resized);
-        `image_size` is the processor's square input size (used to count the image tokens); `grounding_options`
-        are any other [`MedRGConfig`] fields (box decoder sizes, K, loss weights, ...).
-        """
-        if isinstance(text_model, str):
-            text_model = AutoModelForCausalLM.from_pretrained(text_model, **(text_model_kwargs or {}))
-        if isinstance(vision_model, str):
-            vision_model = AutoModel.from_pretrained(vision_model, **(vision_model_kwargs or {}))
-        config = MedRGConfig(
-            text_config=text_model.config.to_dict(),
-            vision_config=vision_model.config.to_dict(),
-            image_token_id=image_token_id,
-            box_token_id=box_token_id,
-            **grounding_options,
-        )
-        model = cls(config)
-        model.model.vision_tower = vision_model
-        model.model.language_model = text_model
-        model.config.vision_config = vision_model.config
-        model.config.text_config = text_model.config
-        model.resize_token_embeddings(vocab_size)
-        model.config.num_image_tokens = model.probe_num_image_tokens(image_size)
-        model.generation_config = text_model.generation_config
-        return model
 
 
 __all__ = [

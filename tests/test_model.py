@@ -189,7 +189,14 @@ def test_base_model_gives_image_features_and_merges_placeholders(tiny):
     model, processor = tiny
     batch = _batch(processor, findings=False)
     assert isinstance(model.model, MedRGModel) and model.vision_tower is model.model.vision_tower
-    tokens, grid = model.model.get_image_features(batch["pixel_values"])
+    image = model.model.get_image_features(batch["pixel_values"])
+    tokens, grid = image.pooler_output, image.feature_maps
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            model.model.get_image_features(batch["pixel_values"], return_dict=False), (tokens, grid)
+        )
+    )
     assert tokens.shape == (3, model.config.num_image_tokens, model.config.text_config.hidden_size)
     assert grid.dim() == 4 and grid.shape[0] == 3
     with torch.no_grad():
@@ -493,3 +500,37 @@ def test_activation_checkpointing_recomputes_the_vision_tower_with_the_same_grad
     assert len(grads) == len(grads_ckpt) > 0
     for plain, recomputed in zip(grads, grads_ckpt):
         torch.testing.assert_close(recomputed, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_images_encoded_once_reach_forward_and_generate_as_transformers_pre_encoded_input(tiny):
+    """`get_image_features` gives a `MedRGImageOutput`; `forward(mm_encoder_outputs={"image": ...})` equals the
+    forward on `pixel_values`; plain `generate` and `generate_grounding` run the vision tower once per call (generate
+    pre-encodes the image and hands it to the prefill); both inputs at once are refused."""
+    model, processor = tiny
+    batch = _batch(processor)
+    image = model.get_image_features(batch["pixel_values"])
+    assert isinstance(image, medrg.modeling_medrg.medrg_outputs.MedRGImageOutput)
+    assert image.pooler_output.shape[:2] == (3, model.config.num_image_tokens)
+    inputs = {
+        k: batch[k] for k in ("input_ids", "attention_mask", "labels", "target_boxes", "target_boxes_mask")
+    }
+    with torch.no_grad():
+        from_pixels = model(**inputs, pixel_values=batch["pixel_values"])
+        encoded = model(**inputs, mm_encoder_outputs={"image": image})
+    torch.testing.assert_close(encoded.logits, from_pixels.logits)
+    torch.testing.assert_close(encoded.pred_boxes, from_pixels.pred_boxes)
+    assert torch.equal(encoded.box_mask, from_pixels.box_mask)
+    with pytest.raises(ValueError, match="Pass the images once"):
+        model(**inputs, pixel_values=batch["pixel_values"], mm_encoder_outputs={"image": image})
+    calls = []
+    hook = model.model.vision_tower.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        prompt = processor(images=[xray_like(seed=0)], text=REPORTS[:1])
+        model.generate(
+            **{k: prompt[k] for k in ("input_ids", "pixel_values", "attention_mask")}, max_new_tokens=3
+        )
+        assert len(calls) == 1
+        model.generate_grounding(**processor(images=[xray_like(seed=0)], text=REPORTS[:1], guided=True))
+        assert len(calls) == 2
+    finally:
+        hook.remove()
