@@ -224,31 +224,16 @@ def training_rows(recipe: Recipe) -> list[dict]:
 
 
 @torch.no_grad()
-def build_cache(recipe: Recipe, init: Path, out: Path, reuse: Path | None = None) -> None:
-    """Lite0 features (fp16) of every training image x augmentation, and the tokenized rows. `reuse`: an earlier
-    cache of this recipe (same seed, start model and augmentations): the features of the image x augmentation pairs
-    it holds are taken from it, after checking that the first one is what the tower computes now."""
-    from medrg import MedRGForReportGrounding, MedRGProcessor
-
-    model = MedRGForReportGrounding.from_pretrained(str(init)).eval()
-    processor = MedRGProcessor.from_pretrained(str(init))
-    out.mkdir(parents=True, exist_ok=True)
-    rows = training_rows(recipe)
-    images, examples = {}, []
-    for row in rows:
-        images.setdefault(row["image_key"], row["image"])
-    rng = random.Random(recipe.seed)
-    keys = sorted(images)
-    count = {"cxr8": recipe.augmentations, "cxr8flip": recipe.flipped_augmentations}
-    augs = {k: [draw_augmentation(rng, i) for i in range(count.get(k.split("/")[0], 1))] for k in keys}
+def cache_features(model, processor, images: dict, augs: dict, reuse: Path | None) -> tuple[list, dict]:
+    """The Lite0 feature maps (fp16, one list per level) of every image x augmentation, and the index of each pair.
+    `reuse`: an earlier cache of this recipe; the pairs it holds are taken from it, after checking that the first
+    one is what the tower computes now."""
     maps: list[list[torch.Tensor]] = [[] for _ in LEVELS]
     index_of: dict[tuple[str, int], int] = {}
     earlier = torch.load(reuse / "cache.pt", weights_only=False) if reuse else {"index": [], "maps": []}
     earlier_index = {tuple(pair): i for i, pair in enumerate(earlier["index"])}
-    started = time.perf_counter()
-    checked = False  # the first pair the earlier cache holds is computed and compared, the rest are taken
-    for number, key in enumerate(keys):
-        image = images[key]
+    started, checked = time.perf_counter(), False
+    for number, key in enumerate(sorted(images)):
         for a, aug in enumerate(augs[key]):
             index_of[(key, a)] = len(maps[0])
             earlier_at = earlier_index.get((key, a))
@@ -256,9 +241,8 @@ def build_cache(recipe: Recipe, init: Path, out: Path, reuse: Path | None = None
                 for level, earlier_maps in enumerate(earlier["maps"]):
                     maps[level].append(earlier_maps[earlier_at])
                 continue
-            pixels = processor.image_processor([augment_image(image, aug)], return_tensors="pt")[
-                "pixel_values"
-            ]
+            image = augment_image(images[key], aug)
+            pixels = processor.image_processor([image], return_tensors="pt")["pixel_values"]
             grids = model.encode_vision(pixels)  # (token grid = level 16, *levels)
             for level, grid in enumerate(grids[1:]):
                 maps[level].append(grid[0].to(torch.float16))
@@ -272,7 +256,13 @@ def build_cache(recipe: Recipe, init: Path, out: Path, reuse: Path | None = None
                         )
                 checked = True
         if number % 100 == 0:
-            print(f"cache {number}/{len(keys)} images, {time.perf_counter() - started:.0f} s", flush=True)
+            print(f"cache {number}/{len(images)} images, {time.perf_counter() - started:.0f} s", flush=True)
+    return maps, index_of
+
+
+def tokenized_examples(rows: list[dict], images: dict, augs: dict, index_of: dict, processor) -> list[dict]:
+    """Each row's prompt + answer ids, labels, pixel boxes and phrases, with the indices of its cached features."""
+    examples = []
     for row in rows:
         image = images[row["image_key"]]
         size = image.size[0]
@@ -288,14 +278,37 @@ def build_cache(recipe: Recipe, init: Path, out: Path, reuse: Path | None = None
             "maps": [index_of[(row["image_key"], a)] for a in range(len(augs[row["image_key"]]))],
             "augs": augs[row["image_key"]], "source": row["image_key"].split("/")[0],
         })  # fmt: skip
+    return examples
+
+
+def build_cache(recipe: Recipe, init: Path, out: Path, reuse: Path | None = None) -> None:
+    """Lite0 features (fp16) of every training image x augmentation, and the tokenized rows. `reuse`: an earlier
+    cache of this recipe (same seed, start model and augmentations): the features of the image x augmentation pairs
+    it holds are taken from it, after checking that the first one is what the tower computes now."""
+    from medrg import MedRGForReportGrounding, MedRGProcessor
+
+    model = MedRGForReportGrounding.from_pretrained(str(init)).eval()
+    processor = MedRGProcessor.from_pretrained(str(init))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = training_rows(recipe)
+    images = {}
+    for row in rows:
+        images.setdefault(row["image_key"], row["image"])
+    rng = random.Random(recipe.seed)
+    count = {"cxr8": recipe.augmentations, "cxr8flip": recipe.flipped_augmentations}
+    augs = {
+        k: [draw_augmentation(rng, i) for i in range(count.get(k.split("/")[0], 1))] for k in sorted(images)
+    }
+    started = time.perf_counter()
+    maps, index_of = cache_features(model, processor, images, augs, reuse)
+    examples = tokenized_examples(rows, images, augs, index_of, processor)
     index = sorted(index_of, key=index_of.get)
     torch.save(
         {"maps": [torch.stack(m) for m in maps], "examples": examples, "index": index}, out / "cache.pt"
     )
     seconds = round(time.perf_counter() - started, 1)
     (out / "cache_summary.json").write_text(json.dumps({"seconds": seconds, "features": len(maps[0])}) + "\n")
-    print(f"cached {len(maps[0])} image x augmentation features, {len(examples)} rows, "
-          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+    print(f"cached {len(maps[0])} image x augmentation features, {len(examples)} rows, {seconds:.0f} s")
 
 
 # ----- train -----
@@ -420,6 +433,47 @@ def lr_factor(step: int, recipe: Recipe) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def make_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters: the LM at `lm_learning_rate`, tuned vision blocks at
+    `vision_learning_rate`, the rest (projector, box decoder) at `learning_rate`."""
+    groups: dict[str, list] = {"lm": [], "vision": [], "rest": []}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            part = (
+                "lm"
+                if ".language_model." in "." + name
+                else "vision"
+                if name.startswith("model.vision_tower.")
+                else "rest"
+            )
+            groups[part].append(parameter)
+    rates = {
+        "lm": recipe.lm_learning_rate,
+        "rest": recipe.learning_rate,
+        "vision": recipe.vision_learning_rate,
+    }
+    return torch.optim.AdamW(
+        [
+            {"params": groups[part], "lr": rates[part]}
+            for part in ("lm", "rest", "vision")
+            if groups[part] or part != "vision"
+        ],
+        weight_decay=0.01,
+    )
+
+
+def save_checkpoint(checkpoint: Path, model, optimizer, tuned: dict, state: dict) -> None:
+    """The trainable weights (the frozen tower is the init's), the optimizer and `state`, written atomically."""
+    trainable = {
+        k: v for k, v in model.state_dict().items()
+        if not k.startswith("model.vision_tower.") or any(k.startswith(p) for p in tuned)
+    }  # fmt: skip
+    torch.save(
+        {"model": trainable, "optimizer": optimizer.state_dict(), **state}, checkpoint.with_suffix(".tmp")
+    )
+    checkpoint.with_suffix(".tmp").replace(checkpoint)
+
+
 def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
     from medrg import MedRGForReportGrounding, MedRGProcessor
 
@@ -435,18 +489,7 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
     checkpoint = out / "checkpoint.pt"
     model = MedRGForReportGrounding.from_pretrained(str(init))
     tuned = tuned_vision_blocks(model, recipe)
-    lm = [p for n, p in model.named_parameters() if p.requires_grad and ".language_model." in "." + n]
-    vision = [
-        p for n, p in model.named_parameters() if p.requires_grad and n.startswith("model.vision_tower.")
-    ]
-    rest = [
-        p for n, p in model.named_parameters()
-        if p.requires_grad and ".language_model." not in "." + n and not n.startswith("model.vision_tower.")
-    ]  # fmt: skip
-    groups = [{"params": lm, "lr": recipe.lm_learning_rate}, {"params": rest, "lr": recipe.learning_rate}]
-    if vision:
-        groups.append({"params": vision, "lr": recipe.vision_learning_rate})
-    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+    optimizer = make_optimizer(model, recipe)
     bases = [group["lr"] for group in optimizer.param_groups]
     step, log = 0, []
     if checkpoint.is_file():
@@ -478,14 +521,8 @@ def train(recipe: Recipe, init: Path, cache_dir: Path, out: Path) -> None:
             log.append({"step": step, **parts, "seconds": round(before + time.perf_counter() - started, 1)})
             print(json.dumps(log[-1]), flush=True)
         if step % recipe.save_every == 0 or step == recipe.steps:
-            trainable = {
-                k: v for k, v in model.state_dict().items()
-                if not k.startswith("model.vision_tower.") or any(k.startswith(p) for p in tuned)
-            }  # fmt: skip
-            seconds = before + time.perf_counter() - started
-            torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "step": step, "log": log,
-                        "seconds": seconds}, checkpoint.with_suffix(".tmp"))  # fmt: skip
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            state = {"step": step, "log": log, "seconds": before + time.perf_counter() - started}
+            save_checkpoint(checkpoint, model, optimizer, tuned, state)
     model.eval()
     final = out / "final"
     model.save_pretrained(final)

@@ -121,3 +121,36 @@ def test_recipe_mirror_swaps_sides_in_report_answer_and_boxes():
     unsided = {**row, "findings": [{**row["findings"][0], "phrase": "cardiomegaly"}]}
     assert recipe.mirrored_row(unsided) is None
     assert recipe.mirrored_row({**row, "report": row["report"] + " Right middle lobe clear."}) is None
+
+
+def test_recipe_trains_the_towers_last_blocks_from_the_cached_stride_16_level():
+    """`--tune-vision-from 11`: the EfficientNet-Lite0 blocks after hidden state 11 (stride 16) train on its cached
+    features and give exactly the tower's coarsest level; the blocks before stay frozen, BatchNorm in eval mode."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import EfficientNetModel
+
+    from medrg.backbones import efficientnet_lite0_config
+
+    recipe = _recipe()
+    torch.manual_seed(0)
+    tower = EfficientNetModel(efficientnet_lite0_config(image_size=64)).train()
+    model = SimpleNamespace(
+        model=SimpleNamespace(vision_tower=tower), config=SimpleNamespace(vision_feature_layer=16)
+    )
+    tuned = recipe.tuned_vision_blocks(model, recipe.Recipe(tune_vision_from=11))
+    assert list(tuned) == [f"model.vision_tower.encoder.blocks.{i}." for i in range(11, 16)]
+    assert not tower.training and not any(m.training for m in tower.modules())
+    trainable = {n.split(".")[2] for n, p in tower.named_parameters() if p.requires_grad}
+    assert trainable == {str(i) for i in range(11, 16)}
+    with torch.no_grad():
+        hidden = tower(torch.randn(2, 3, 64, 64), output_hidden_states=True).hidden_states
+    grids = tuple(hidden[i].permute(0, 2, 3, 1) for i in (16, 5, 11, 16))  # (token grid, *levels), as cached
+    maps = recipe.tuned_vision_maps(grids, tuned, recipe.Recipe(tune_vision_from=11))
+    assert maps[0] is maps[3] and maps[1] is grids[1] and maps[2] is grids[2]
+    torch.testing.assert_close(maps[3], grids[3], rtol=1e-5, atol=1e-5)
+    assert maps[3].requires_grad  # the recomputed level carries the blocks' gradients
+    for level in (7, 16):  # not a cached level; the last level itself
+        with pytest.raises(ValueError, match="tune_vision_from"):
+            recipe.tuned_vision_blocks(model, recipe.Recipe(tune_vision_from=level))
