@@ -115,7 +115,9 @@ def write_results(stem: str, result: dict, lines: list[str]) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line: the model and result name, the calibration set (SynthCXR size, ChestX-ray8 writer, part
+    and rows), the batch, and --write."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -136,7 +138,70 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--write", action="store_true", help="store score_calibration in the model folder")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def calibration_set_name(args: argparse.Namespace) -> str:
+    """The calibration set in words: the SynthCXR part (or "no SynthCXR") + the ChestX-ray8 part, if any."""
+    return (
+        f"SynthCXR validation (seed {CALIBRATION_SEED}, {args.synthcxr_examples} examples)"
+        if args.synthcxr_examples > 0
+        else "no SynthCXR"
+    ) + (
+        f" + ChestX-ray8 {args.chestxray8_split}, {args.chestxray8_writer} reports"
+        + (f" (first {args.chestxray8_max} rows)" if args.chestxray8_max else "")
+        if args.chestxray8_writer
+        else ""
+    )
+
+
+def calibration_result(
+    name: str, args: argparse.Namespace, scores: list[float], hits: list[bool], a: float, b: float
+) -> dict:
+    """The numbers of a fit: the calibration set, its top boxes and hit rate, ``a, b`` and the ECE before and
+    after scaling."""
+    return {
+        "model": name,
+        "calibration_set": calibration_set_name(args),
+        "predictions": len(scores),
+        "hit_rate": sum(hits) / len(hits),
+        "score_calibration": [round(a, 4), round(b, 4)],
+        "ece_before": ece(scores, hits),
+        "ece_after": ece(scores, hits, a, b),
+    }
+
+
+def write_calibration(folder: Path, result: dict) -> None:
+    """Store ``result["score_calibration"]`` in the folder's processor_config.json and record where in
+    ``result["written_to"]``."""
+    config_file = folder / "processor_config.json"
+    config = json.loads(config_file.read_text())
+    config["score_calibration"] = result["score_calibration"]
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    result["written_to"] = (
+        str(config_file.relative_to(ROOT)) if config_file.is_relative_to(ROOT) else "model folder"
+    )
+
+
+def markdown_lines(name: str, result: dict) -> list[str]:
+    """The results table: the calibration set, and ``a, b`` with the ECE before and after Platt scaling."""
+    return [
+        f"# Score calibration: `{name}`",
+        "",
+        f"Calibration set: {result['calibration_set']}; {result['predictions']} top boxes, hit rate "
+        f"{100 * result['hit_rate']:.1f} % (IoU >= 0.5).",
+        "",
+        "| | a | b | ECE on the calibration set |",
+        "|---|---|---|---|",
+        f"| before | 1 | 0 | {100 * result['ece_before']:.1f} % |",
+        f"| after (Platt) | {result['score_calibration'][0]} | {result['score_calibration'][1]} | "
+        f"{100 * result['ece_after']:.1f} % |",
+    ]
+
+
+def main() -> None:
+    """Ground the calibration set, fit ``a, b``, optionally store them in the model folder, write the results."""
+    args = parse_args()
 
     from medrg.defaults import DEFAULT_MODEL_DIR
     from medrg.loading import load_medrg
@@ -155,46 +220,10 @@ def main() -> None:
     )
     scores, hits = score_hit_pairs(model, processor, examples, args.batch_size)
     a, b = fit_platt(scores, hits)
-    result = {
-        "model": name,
-        "calibration_set": (
-            f"SynthCXR validation (seed {CALIBRATION_SEED}, {args.synthcxr_examples} examples)"
-            if args.synthcxr_examples > 0
-            else "no SynthCXR"
-        )
-        + (
-            f" + ChestX-ray8 {args.chestxray8_split}, {args.chestxray8_writer} reports"
-            + (f" (first {args.chestxray8_max} rows)" if args.chestxray8_max else "")
-            if args.chestxray8_writer
-            else ""
-        ),
-        "predictions": len(scores),
-        "hit_rate": sum(hits) / len(hits),
-        "score_calibration": [round(a, 4), round(b, 4)],
-        "ece_before": ece(scores, hits),
-        "ece_after": ece(scores, hits, a, b),
-    }
+    result = calibration_result(name, args, scores, hits, a, b)
     if args.write:
-        config_file = folder / "processor_config.json"
-        config = json.loads(config_file.read_text())
-        config["score_calibration"] = result["score_calibration"]
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        result["written_to"] = (
-            str(config_file.relative_to(ROOT)) if config_file.is_relative_to(ROOT) else "model folder"
-        )
-    lines = [
-        f"# Score calibration: `{name}`",
-        "",
-        f"Calibration set: {result['calibration_set']}; {result['predictions']} top boxes, hit rate "
-        f"{100 * result['hit_rate']:.1f} % (IoU >= 0.5).",
-        "",
-        "| | a | b | ECE on the calibration set |",
-        "|---|---|---|---|",
-        f"| before | 1 | 0 | {100 * result['ece_before']:.1f} % |",
-        f"| after (Platt) | {result['score_calibration'][0]} | {result['score_calibration'][1]} | "
-        f"{100 * result['ece_after']:.1f} % |",
-    ]
-    write_results(f"calibration_{name}", result, lines)
+        write_calibration(folder, result)
+    write_results(f"calibration_{name}", result, markdown_lines(name, result))
 
 
 if __name__ == "__main__":

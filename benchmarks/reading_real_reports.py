@@ -41,6 +41,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,100 +266,153 @@ def default_reader():
         return report_key_phrases
 
 
-def score(rows: list[dict], read, examples: int = 8) -> dict:
-    """Every measure of the module docstring for ``read(report) -> list of labels`` (a label may come as
-    ``(label, uncertain)`` where the engine says which labels the report hedges)."""
-    per_category = defaultdict(lambda: [0, 0])
-    labels_total = labels_uncoded = labels_uncoded_ten = labels_ten = labels_unknown = verbatim = 0
-    labels_uncoded_ten_hedged = labels_ten_hedged = 0
-    normal_lung_labelled = 0
-    normal = normal_labelled = abnormal = abnormal_silent = abnormal_ten = abnormal_ten_silent = 0
-    uncoded_by_category: Counter = Counter()
-    silent_examples, uncoded_examples, nonverbatim_examples = [], [], []
-    times = []
-    for row in rows:
-        start = time.perf_counter()
-        read_labels = list(read(row["report"]))
-        times.append(time.perf_counter() - start)
-        hedged = {item[0] for item in read_labels if not isinstance(item, str) and item[1]}
-        labels = [item if isinstance(item, str) else item[0] for item in read_labels]
-        coded = row["coded"]
-        named = set()
-        for label in labels:
-            categories = label_categories(label)
-            named |= categories
-            labels_total += 1
-            verbatim += is_verbatim(label, row["report"])
-            if len(nonverbatim_examples) < examples and not is_verbatim(label, row["report"]):
-                nonverbatim_examples.append({"uid": row["uid"], "label": label})
-            if not categories:
-                labels_unknown += 1
-                continue
-            allowed = set().union(*(family(c) for c in coded)) if coded else set()
+@dataclass
+class Tally:
+    """The running counts of ``score`` over the reports read so far."""
+
+    per_category: defaultdict = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0])
+    )  # category -> [coded, hit]
+    labels_total: int = 0
+    labels_uncoded: int = 0
+    labels_uncoded_ten: int = 0
+    labels_ten: int = 0
+    labels_unknown: int = 0
+    verbatim: int = 0
+    labels_uncoded_ten_hedged: int = 0
+    labels_ten_hedged: int = 0
+    normal_lung_labelled: int = 0
+    normal: int = 0
+    normal_labelled: int = 0
+    abnormal: int = 0
+    abnormal_silent: int = 0
+    abnormal_ten: int = 0
+    abnormal_ten_silent: int = 0
+    uncoded_by_category: Counter = field(default_factory=Counter)
+    silent_examples: list = field(default_factory=list)
+    uncoded_examples: list = field(default_factory=list)
+    nonverbatim_examples: list = field(default_factory=list)
+    times: list = field(default_factory=list)
+
+
+def read_timed(read, report: str, times: list[float]) -> tuple[list[str], set[str]]:
+    """Run the reader on one report, appending its wall seconds to ``times``: (the labels, the labels it marks
+    hedged). A reader may give plain labels or ``(label, uncertain)`` pairs."""
+    start = time.perf_counter()
+    read_labels = list(read(report))
+    times.append(time.perf_counter() - start)
+    hedged = {item[0] for item in read_labels if not isinstance(item, str) and item[1]}
+    labels = [item if isinstance(item, str) else item[0] for item in read_labels]
+    return labels, hedged
+
+
+def tally_labels(tally: Tally, row: dict, labels: list[str], hedged: set[str], examples: int) -> set[str]:
+    """Count one report's labels: verbatim spans, labels naming no benchmark category, labels naming an uncoded
+    finding (all, and those naming one of the ten, hedged or not); keep the first ``examples`` of the
+    non-verbatim and the uncoded ones. Returns the categories the labels name."""
+    coded = row["coded"]
+    allowed = set().union(*(family(c) for c in coded)) if coded else set()
+    named = set()
+    for label in labels:
+        categories = label_categories(label)
+        named |= categories
+        tally.labels_total += 1
+        verbatim = is_verbatim(label, row["report"])
+        tally.verbatim += verbatim
+        if len(tally.nonverbatim_examples) < examples and not verbatim:
+            tally.nonverbatim_examples.append({"uid": row["uid"], "label": label})
+        if not categories:
+            tally.labels_unknown += 1
+            continue
+        if not (categories & allowed):
+            tally.labels_uncoded += 1
+            tally.uncoded_by_category.update(categories)
+            if len(tally.uncoded_examples) < examples:
+                tally.uncoded_examples.append({"uid": row["uid"], "label": label, "coded": sorted(coded)})
+        if categories & set(TEN):
+            tally.labels_ten += 1
+            tally.labels_ten_hedged += label in hedged
             if not (categories & allowed):
-                labels_uncoded += 1
-                uncoded_by_category.update(categories)
-                if len(uncoded_examples) < examples:
-                    uncoded_examples.append({"uid": row["uid"], "label": label, "coded": sorted(coded)})
-            if categories & set(TEN):
-                labels_ten += 1
-                labels_ten_hedged += label in hedged
-                if not (categories & allowed):
-                    labels_uncoded_ten += 1
-                    labels_uncoded_ten_hedged += label in hedged
-        for category in coded:
-            per_category[category][0] += 1
-            per_category[category][1] += bool(family_hit(category, named))
-        if row["normal"]:
-            normal += 1
-            normal_labelled += bool(labels)
-            normal_lung_labelled += bool(named & (ABNORMAL - {"device"}))
-        if coded & ABNORMAL:
-            abnormal += 1
-            abnormal_silent += not labels
-            if len(silent_examples) < examples and not labels:
-                silent_examples.append(
-                    {"uid": row["uid"], "coded": sorted(coded), "report": row["report"][-300:]}
-                )
-            if coded & set(TEN):
-                abnormal_ten += 1
-                abnormal_ten_silent += not labels
-    ten_total = sum(per_category[c][0] for c in TEN)
-    ten_hit = sum(per_category[c][1] for c in TEN)
+                tally.labels_uncoded_ten += 1
+                tally.labels_uncoded_ten_hedged += label in hedged
+    return named
+
+
+def tally_report(tally: Tally, row: dict, labels: list[str], named: set[str], examples: int) -> None:
+    """Count one report: each coded category and whether a label names it; a normal report given a label (any,
+    or one naming a lung, pleural or cardiac finding); an abnormal report given none (keeping the first
+    ``examples`` of those)."""
+    coded = row["coded"]
+    for category in coded:
+        tally.per_category[category][0] += 1
+        tally.per_category[category][1] += bool(family_hit(category, named))
+    if row["normal"]:
+        tally.normal += 1
+        tally.normal_labelled += bool(labels)
+        tally.normal_lung_labelled += bool(named & (ABNORMAL - {"device"}))
+    if coded & ABNORMAL:
+        tally.abnormal += 1
+        tally.abnormal_silent += not labels
+        if len(tally.silent_examples) < examples and not labels:
+            tally.silent_examples.append(
+                {"uid": row["uid"], "coded": sorted(coded), "report": row["report"][-300:]}
+            )
+        if coded & set(TEN):
+            tally.abnormal_ten += 1
+            tally.abnormal_ten_silent += not labels
+
+
+def summarise(tally: Tally, reports: int) -> dict:
+    """The measures of the module docstring from the counts over ``reports`` reports (rates, counts, ms per
+    report, examples)."""
+    t = tally
+    ten_total = sum(t.per_category[c][0] for c in TEN)
+    ten_hit = sum(t.per_category[c][1] for c in TEN)
     return {
-        "reports": len(rows),
+        "reports": reports,
         "recall_ten": ten_hit / max(ten_total, 1),
         "recall_ten_counts": [ten_hit, ten_total],
         "recall_per_category": {
             c: {"recall": hit / n, "hit": hit, "coded": n}
-            for c, (n, hit) in sorted(per_category.items(), key=lambda kv: -kv[1][0])
+            for c, (n, hit) in sorted(t.per_category.items(), key=lambda kv: -kv[1][0])
         },
-        "labels": labels_total,
-        "labels_uncoded_rate": labels_uncoded / max(labels_total - labels_unknown, 1),
-        "labels_uncoded": labels_uncoded,
-        "labels_uncoded_ten_rate": labels_uncoded_ten / max(labels_ten, 1),
-        "labels_uncoded_ten": [labels_uncoded_ten, labels_ten],
-        "labels_uncoded_ten_hedged": labels_uncoded_ten_hedged,
-        "labels_ten_hedged": labels_ten_hedged,
-        "labels_naming_no_benchmark_category": labels_unknown,
-        "uncoded_by_category": dict(uncoded_by_category.most_common()),
-        "normal_labelled_rate": normal_labelled / max(normal, 1),
-        "normal_labelled": [normal_labelled, normal],
-        "normal_lung_labelled": [normal_lung_labelled, normal],
-        "abnormal_silent_rate": abnormal_silent / max(abnormal, 1),
-        "abnormal_silent": [abnormal_silent, abnormal],
-        "abnormal_ten_silent": [abnormal_ten_silent, abnormal_ten],
-        "abnormal_other_silent": [abnormal_silent - abnormal_ten_silent, abnormal - abnormal_ten],
-        "verbatim_rate": verbatim / max(labels_total, 1),
-        "ms_per_report_mean": 1000 * statistics.fmean(times),
-        "ms_per_report_median": 1000 * statistics.median(times),
-        "ms_per_report_max": 1000 * max(times),
+        "labels": t.labels_total,
+        "labels_uncoded_rate": t.labels_uncoded / max(t.labels_total - t.labels_unknown, 1),
+        "labels_uncoded": t.labels_uncoded,
+        "labels_uncoded_ten_rate": t.labels_uncoded_ten / max(t.labels_ten, 1),
+        "labels_uncoded_ten": [t.labels_uncoded_ten, t.labels_ten],
+        "labels_uncoded_ten_hedged": t.labels_uncoded_ten_hedged,
+        "labels_ten_hedged": t.labels_ten_hedged,
+        "labels_naming_no_benchmark_category": t.labels_unknown,
+        "uncoded_by_category": dict(t.uncoded_by_category.most_common()),
+        "normal_labelled_rate": t.normal_labelled / max(t.normal, 1),
+        "normal_labelled": [t.normal_labelled, t.normal],
+        "normal_lung_labelled": [t.normal_lung_labelled, t.normal],
+        "abnormal_silent_rate": t.abnormal_silent / max(t.abnormal, 1),
+        "abnormal_silent": [t.abnormal_silent, t.abnormal],
+        "abnormal_ten_silent": [t.abnormal_ten_silent, t.abnormal_ten],
+        "abnormal_other_silent": [t.abnormal_silent - t.abnormal_ten_silent, t.abnormal - t.abnormal_ten],
+        "verbatim_rate": t.verbatim / max(t.labels_total, 1),
+        "ms_per_report_mean": 1000 * statistics.fmean(t.times),
+        "ms_per_report_median": 1000 * statistics.median(t.times),
+        "ms_per_report_max": 1000 * max(t.times),
         "examples": {
-            "abnormal_silent": silent_examples,
-            "labels_uncoded": uncoded_examples,
-            "not_verbatim": nonverbatim_examples,
+            "abnormal_silent": t.silent_examples,
+            "labels_uncoded": t.uncoded_examples,
+            "not_verbatim": t.nonverbatim_examples,
         },
     }
+
+
+def score(rows: list[dict], read, examples: int = 8) -> dict:
+    """Every measure of the module docstring for ``read(report) -> list of labels`` (a label may come as
+    ``(label, uncertain)`` where the engine says which labels the report hedges)."""
+    tally = Tally()
+    for row in rows:
+        labels, hedged = read_timed(read, row["report"], tally.times)
+        named = tally_labels(tally, row, labels, hedged, examples)
+        tally_report(tally, row, labels, named, examples)
+    return summarise(tally, len(rows))
 
 
 def family_hit(category: str, named: set[str]) -> bool:

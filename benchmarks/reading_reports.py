@@ -146,7 +146,8 @@ def run_handwritten(
     return result
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line: the model and result name, data folders, sizes and batch, --guided-only, --compare."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -170,72 +171,92 @@ def main() -> None:
         help="only render one table from earlier results (reading_reports_<NAME>.json) into "
         "reading_reports_comparison.md",
     )
-    args = parser.parse_args()
-    if args.compare:
-        text = render_comparison(args.compare)
-        (RESULTS / "reading_reports_comparison.md").write_text(text + "\n")
-        print(text)
-        return
+    return parser.parse_args()
 
+
+def write_comparison(names: list[str]) -> None:
+    """Render the earlier results ``reading_reports_<NAME>.json`` as one table, write it to
+    ``reading_reports_comparison.md`` and print it."""
+    text = render_comparison(names)
+    (RESULTS / "reading_reports_comparison.md").write_text(text + "\n")
+    print(text)
+
+
+def score_chestxray8_writer(name: str, model, processor, args, writer: str, data) -> list[dict]:
+    """One row per method on the ChestX-ray8 val part with ``writer``'s reports: the metrics of KEYS, the number
+    of findings and the wall seconds per report of the whole evaluation; each row is printed as it is measured."""
     from medrg.evaluation import evaluate_model
 
-    import medrg
-    from medrg.loading import load_medrg
+    rows = []
+    for method, target in _methods(name, model, processor, args):
+        started = time.perf_counter()
+        report = evaluate_model(
+            target,
+            data,
+            split="validation",
+            train_split="train",
+            batch_size=args.batch_size,
+            show_progress=False,
+        )
+        seconds = time.perf_counter() - started
+        metrics = report["metrics"]
+        row = {
+            "data": f"ChestX-ray8 val, {writer} reports",
+            "method": method,
+            **{k: metrics.get(k) for k in KEYS},
+            "num_findings": metrics["num_findings"],
+            "seconds_per_report": seconds / max(report["num_samples"], 1),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
-    model, processor = load_medrg(args.model)
-    model.eval()
-    name = args.name or ("default" if args.model == "default" else Path(args.model).name)
-    threshold = _default_threshold()
-    result: dict = {"model": name, "threshold": threshold, "rows": [], "handwritten": None}
+
+def score_handwritten_modes(model, processor, args, images: list, threshold: float) -> dict:
+    """The hand-written reports through the pipeline on the val ``images``: free reading (unless --guided-only),
+    then report-guided. Returns {"handwritten_free": ..., "handwritten": ...}; each is printed without its
+    failures."""
+    from medrg.processing.pipeline_medrg import ReportGroundingPipeline
+
+    pipe = ReportGroundingPipeline(model=model, processor=processor, device=model.device)
+    modes = (
+        (("handwritten", True),) if args.guided_only else (("handwritten_free", False), ("handwritten", True))
+    )
+    scores = {}
+    for key, guided in modes:
+        scores[key] = run_handwritten(
+            pipe, images, threshold, images_per_report=args.images_per_report, guided=guided
+        )
+        print(key, json.dumps({k: v for k, v in scores[key].items() if k != "failures"}), flush=True)
+    return scores
+
+
+def score_chestxray8(result: dict, name: str, model, processor, args) -> None:
+    """Add to ``result`` the ChestX-ray8 rows of every report writer and, on the template writer's val images,
+    the hand-written report checks."""
+    import medrg
 
     for writer in WRITERS:
         data = medrg.load_grounding_dataset(
             "chestxray8", data_dir=args.data_dir, reports=writer, progress=False
         )
-        for method, target in _methods(name, model, processor, args):
-            started = time.perf_counter()
-            report = evaluate_model(
-                target,
-                data,
-                split="validation",
-                train_split="train",
-                batch_size=args.batch_size,
-                show_progress=False,
-            )
-            seconds = time.perf_counter() - started
-            metrics = report["metrics"]
-            row = {
-                "data": f"ChestX-ray8 val, {writer} reports",
-                "method": method,
-                **{k: metrics.get(k) for k in KEYS},
-                "num_findings": metrics["num_findings"],
-                "seconds_per_report": seconds / max(report["num_samples"], 1),
-            }
-            result["rows"].append(row)
-            print(json.dumps(row), flush=True)
+        result["rows"] += score_chestxray8_writer(name, model, processor, args, writer, data)
         if writer == "template":
-            from medrg.processing.pipeline_medrg import ReportGroundingPipeline
-
-            pipe = ReportGroundingPipeline(model=model, processor=processor, device=model.device)
-            modes = (
-                (("handwritten", True),)
-                if args.guided_only
-                else (("handwritten_free", False), ("handwritten", True))
+            result.update(
+                score_handwritten_modes(model, processor, args, _val_images(data), result["threshold"])
             )
-            for key, guided in modes:
-                result[key] = run_handwritten(
-                    pipe,
-                    _val_images(data),
-                    threshold,
-                    images_per_report=args.images_per_report,
-                    guided=guided,
-                )
-                print(key, json.dumps({k: v for k, v in result[key].items() if k != "failures"}), flush=True)
+
+
+def score_synthcxr(name: str, model, processor, args) -> list[dict]:
+    """One row per method on the SynthCXR test rows (seed 0) at --synthcxr-image-size px (default: the model's
+    input size): the metrics of KEYS and the number of findings; each row is printed as it is measured."""
+    from medrg.evaluation import evaluate_model
 
     size = (
         processor.image_processor.image_size if args.synthcxr_image_size is None else args.synthcxr_image_size
     )
     synth = synthcxr_test_set(size, args.synthcxr_examples)
+    rows = []
     for method, target in _methods(name, model, processor, args):
         metrics = evaluate_model(
             target, synth, split="test", batch_size=args.batch_size, show_progress=False
@@ -246,9 +267,14 @@ def main() -> None:
             **{k: metrics.get(k) for k in KEYS},
             "num_findings": metrics["num_findings"],
         }
-        result["rows"].append(row)
+        rows.append(row)
         print(json.dumps(row), flush=True)
+    return rows
 
+
+def write_results(result: dict, model, name: str) -> None:
+    """Add the size of the model folder's model.safetensors (when there is one), write
+    reading_reports_<name>.json and .md, and print the table."""
     folder = Path(model.name_or_path) if model.name_or_path else None
     if folder and (folder / "model.safetensors").is_file():
         result["model_megabytes"] = round((folder / "model.safetensors").stat().st_size / 2**20, 2)
@@ -256,6 +282,25 @@ def main() -> None:
     (RESULTS / f"reading_reports_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"reading_reports_{name}.md").write_text(render_markdown(result) + "\n")
     print(render_markdown(result))
+
+
+def main() -> None:
+    """Measure the model and the prior on every data set and write the results (with --compare: only render the
+    comparison of earlier results)."""
+    args = parse_args()
+    if args.compare:
+        write_comparison(args.compare)
+        return
+
+    from medrg.loading import load_medrg
+
+    model, processor = load_medrg(args.model)
+    model.eval()
+    name = args.name or ("default" if args.model == "default" else Path(args.model).name)
+    result: dict = {"model": name, "threshold": _default_threshold(), "rows": [], "handwritten": None}
+    score_chestxray8(result, name, model, processor, args)
+    result["rows"] += score_synthcxr(name, model, processor, args)
+    write_results(result, model, name)
 
 
 PAPER_ROW = "uMedGround paper, ChestX-ray8 (its own split; reference only)"

@@ -94,16 +94,13 @@ def readme_table(out_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.readme_table:
-        print(readme_table(args.out), end="")
-        return 0
+def make_settings(args: argparse.Namespace) -> Settings:
+    """The sections' settings from the command line (sets torch's thread count first when --threads is given)."""
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = Settings(
+    return Settings(
         model_dir=args.model,
         small_dir=args.small,
         out_dir=args.out,
@@ -114,46 +111,59 @@ def main(argv: list[str] | None = None) -> int:
         peak_tflops=args.peak_tflops,
         threads=torch.get_num_threads(),
     )
+
+
+def wanted_sections(args: argparse.Namespace) -> list[str]:
+    """The sections to run: --sections, else all of them but the accelerator section on a plain CPU run."""
     wanted = args.sections.split(",") if args.sections else list(SECTIONS)
     if "gpu" in wanted and args.device == "cpu" and not args.dry_run and not args.sections:
         wanted.remove("gpu")  # accelerator mode needs --device (or --dry-run to try it on the CPU)
-    args.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    start_info = machine_info()
-    results = {}
-    for section in wanted:
-        module = __import__(f"benchmarks.harness.{section}", fromlist=["run"])
-        section_start = time.perf_counter()
-        section_info = machine_info()
-        print(f"[run_all] {section} ... (load {section_info['load_average']})", flush=True)
-        data, markdown, plots = module.run(settings)
-        results[section] = data
-        payload = {
-            "section": section,
-            "machine_start": section_info,
-            "machine_end": machine_info(),
-            "runtime_s": round(time.perf_counter() - section_start, 2),
-            "settings": {
-                "quick": args.quick,
-                "dry_run": args.dry_run,
-                "model": args.model or "default",
-                "small": args.small,
-                "device": args.device,
-                "dtype": settings.dtype,
-            },
-            "data": data,
-            "plots": [p.name for p in plots],
-        }
-        write_section(args.out, section, payload, markdown)
-        print(markdown + "\n", flush=True)
-    for section in SECTIONS:  # a partial run (--sections) keeps the other sections' earlier results
-        earlier = args.out / f"bench_{section}.json"
+    return wanted
+
+
+def run_section(section: str, settings: Settings, args: argparse.Namespace) -> dict:
+    """Run one section, write its bench_<section>.json (machine at start and end, runtime, settings, data,
+    plots) and .md, print the table; returns the section's data."""
+    module = __import__(f"benchmarks.harness.{section}", fromlist=["run"])
+    section_start = time.perf_counter()
+    section_info = machine_info()
+    print(f"[run_all] {section} ... (load {section_info['load_average']})", flush=True)
+    data, markdown, plots = module.run(settings)
+    payload = {
+        "section": section,
+        "machine_start": section_info,
+        "machine_end": machine_info(),
+        "runtime_s": round(time.perf_counter() - section_start, 2),
+        "settings": {
+            "quick": args.quick,
+            "dry_run": args.dry_run,
+            "model": args.model or "default",
+            "small": args.small,
+            "device": args.device,
+            "dtype": settings.dtype,
+        },
+        "data": data,
+        "plots": [p.name for p in plots],
+    }
+    write_section(args.out, section, payload, markdown)
+    print(markdown + "\n", flush=True)
+    return data
+
+
+def add_earlier_results(results: dict, out_dir: Path) -> None:
+    """Fill in the sections this run skipped from their earlier bench_<section>.json in ``out_dir``, if any (a
+    partial run keeps the other sections' earlier results for the targets)."""
+    for section in SECTIONS:
+        earlier = out_dir / f"bench_{section}.json"
         if section not in results and earlier.is_file():
             results[section] = json.loads(earlier.read_text())["data"]
-    rows = targets.evaluate(results)
-    end_info = machine_info()
-    write_section(args.out, "targets", {"machine_end": end_info, "rows": rows}, targets.markdown(rows))
-    runtime = time.perf_counter() - start
+
+
+def write_run_record(
+    args: argparse.Namespace, argv: list[str] | None, wanted: list[str], runtime: float, start_info, end_info
+) -> None:
+    """Write bench_run.json (bench_run_<sections>.json for a --sections run): command, runtime, sections and the
+    machine at start and end."""
     command = "python benchmarks/run_all.py " + " ".join(sys.argv[1:] if argv is None else argv)
     run_name = "bench_run.json" if not args.sections else f"bench_run_{'_'.join(wanted)}.json"
     (args.out / run_name).write_text(
@@ -169,6 +179,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the wanted sections, evaluate the targets on their results and write every results file (or, with
+    --readme-table, only print the README results section)."""
+    args = parse_args(argv)
+    if args.readme_table:
+        print(readme_table(args.out), end="")
+        return 0
+    settings = make_settings(args)
+    wanted = wanted_sections(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    start_info = machine_info()
+    results = {section: run_section(section, settings, args) for section in wanted}
+    add_earlier_results(results, args.out)
+    rows = targets.evaluate(results)
+    end_info = machine_info()
+    write_section(args.out, "targets", {"machine_end": end_info, "rows": rows}, targets.markdown(rows))
+    runtime = time.perf_counter() - start
+    write_run_record(args, argv, wanted, runtime, start_info, end_info)
     print(targets.markdown(rows))
     print(f"\n[run_all] done in {runtime:.1f} s; results in {args.out}")
     return 0

@@ -151,12 +151,75 @@ def demo_url(tmp_path_factory):
             process.kill()
 
 
-def test_demo_in_headless_chromium_shows_the_findings_and_the_overlay(demo_url, tmp_path):
-    chromium, chromedriver = _browser()
+def _chrome(chromium: str, chromedriver: str):
+    """A headless Chromium session (no sandbox, no GPU, a 1280 x 1150 window)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1150",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+
+
+def _submit(driver, url: str, report: str) -> None:
+    """Open the demo, upload the example X-ray, type `report`, wait for the upload to finish and press Ground."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    wait = WebDriverWait(driver, 60)
+    upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#medrg-image input[type=file]")))
+    upload.send_keys(str(IMAGE))
+    text_area = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#medrg-report textarea")))
+    text_area.send_keys(report)
+    # the upload is finished when the file component lists the file
+    wait.until(lambda d: IMAGE.stem in d.find_element(By.ID, "medrg-image").text)
+    driver.find_element(By.ID, "medrg-ground").click()
+
+
+def _findings_rows(driver, expected: int) -> list[list[str]] | bool:
+    """The non-empty rows of the page's findings table (cell texts), or False while it has fewer than `expected`."""
+    from selenium.webdriver.common.by import By
+
+    # Gradio >= 6 renders a virtual grid (div role=gridcell data-row/data-col), older ones <tbody>
+    cells = driver.find_elements(By.CSS_SELECTOR, "#medrg-findings [role=gridcell][data-row]")
+    by_row: dict[int, list[str]] = {}
+    for cell in cells:
+        by_row.setdefault(int(cell.get_attribute("data-row")), []).append(cell.text.strip())
+    rows = [by_row[i] for i in sorted(by_row)]
+    if not rows:
+        rows = [
+            [c.text.strip() for c in r.find_elements(By.CSS_SELECTOR, "td")]
+            for r in driver.find_elements(By.CSS_SELECTOR, "#medrg-findings tbody tr")
+        ]
+    rows = [r for r in rows if any(r)]
+    return rows if len(rows) >= expected else False
+
+
+def _overlay_size(driver):
+    """The natural [width, height] of the page's overlay image, once it has loaded (waits up to 60 s)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script(
+            "const i = document.querySelector('#medrg-overlay img');"
+            "return i && i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null;"
+        )
+    )
+
+
+def test_demo_in_headless_chromium_shows_the_findings_and_the_overlay(demo_url, tmp_path):
+    chromium, chromedriver = _browser()
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from medrg.demo import findings_table, make_grounder, not_grounded_table
@@ -169,46 +232,10 @@ def test_demo_in_headless_chromium_shows_the_findings_and_the_overlay(demo_url, 
     assert not_grounded, "the granuloma is read, not grounded (test precondition)"
     assert records, "the default model grounds the example report (test precondition)"
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1150",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    driver = _chrome(chromium, chromedriver)
     try:
-        driver.get(demo_url)
-        wait = WebDriverWait(driver, 60)
-        upload = wait.until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, "#medrg-image input[type=file]"))
-        )
-        upload.send_keys(str(IMAGE))
-        text_area = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#medrg-report textarea")))
-        text_area.send_keys(report)
-        # the upload is finished when the file component lists the file
-        wait.until(lambda d: IMAGE.stem in d.find_element(By.ID, "medrg-image").text)
-        driver.find_element(By.ID, "medrg-ground").click()
-
-        def table_rows(d):
-            # Gradio >= 6 renders a virtual grid (div role=gridcell data-row/data-col), older ones <tbody>
-            cells = d.find_elements(By.CSS_SELECTOR, "#medrg-findings [role=gridcell][data-row]")
-            by_row: dict[int, list[str]] = {}
-            for cell in cells:
-                by_row.setdefault(int(cell.get_attribute("data-row")), []).append(cell.text.strip())
-            rows = [by_row[i] for i in sorted(by_row)]
-            if not rows:
-                rows = [
-                    [c.text.strip() for c in r.find_elements(By.CSS_SELECTOR, "td")]
-                    for r in d.find_elements(By.CSS_SELECTOR, "#medrg-findings tbody tr")
-                ]
-            rows = [r for r in rows if any(r)]
-            return rows if len(rows) >= len(expected_rows) else False
-
-        rows = WebDriverWait(driver, RESULT_TIMEOUT_S).until(table_rows)
+        _submit(driver, demo_url, report)
+        rows = WebDriverWait(driver, RESULT_TIMEOUT_S).until(lambda d: _findings_rows(d, len(expected_rows)))
         shown = [[cell for cell in row if cell] for row in rows]
         for (label, score, box), row in zip(expected_rows, shown):
             assert label in row, (label, row)
@@ -221,12 +248,7 @@ def test_demo_in_headless_chromium_shows_the_findings_and_the_overlay(demo_url, 
         listed = driver.find_element(By.ID, "medrg-not-grounded").text
         for label, reason in not_grounded:
             assert label in listed and reason in listed, (label, listed)
-        image_width = WebDriverWait(driver, 60).until(
-            lambda d: d.execute_script(
-                "const i = document.querySelector('#medrg-overlay img');"
-                "return i && i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null;"
-            )
-        )
+        image_width = _overlay_size(driver)
         assert tuple(image_width) == overlay.size  # the drawn overlay, not the raw upload
         out = Path(os.environ.get("MEDRG_DEMO_SCREENSHOT") or tmp_path / "demo_screenshot.png")
         _small_png(driver.get_screenshot_as_png(), out)

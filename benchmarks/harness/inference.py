@@ -241,16 +241,12 @@ def time_split(
     return medians
 
 
-def measure_model(settings: Settings, label: str, model_dir: str | None) -> dict[str, Any]:
-    model, processor, pipe = load_model(model_dir)
-    image, report = example_image(), example_report()
-    reps = settings.reps(40, 15, 3)
-    result: dict[str, Any] = {"model": label, "parameters": sum(p.numel() for p in model.parameters())}
-    result["cold_start"] = cold_start(settings, model_dir)
-    big, mnt = settings.batch, settings.max_new_tokens
+def batch1_latency(settings: Settings, pipe, image, report: str, reps: int) -> dict[str, Any]:
+    """Pipeline latency at batch 1 over `reps` calls, the torch thread count, and (with several threads, not in a
+    dry run) the same calls on one thread for comparison."""
+    mnt = settings.max_new_tokens
     b1 = time_calls(lambda: pipe(image, report=report, max_new_tokens=mnt), reps)
-    result["batch1"] = summarize(b1)
-    result["threads"] = torch.get_num_threads()
+    result: dict[str, Any] = {"batch1": summarize(b1), "threads": torch.get_num_threads()}
     if torch.get_num_threads() > 1 and not settings.dry_run:
         # on a shared CPU, intra-op threads wait for each other: the same calls on one thread, for comparison
         original = torch.get_num_threads()
@@ -261,13 +257,18 @@ def measure_model(settings: Settings, label: str, model_dir: str | None) -> dict
             )
         finally:
             torch.set_num_threads(original)
+    return result
+
+
+def batch_large_throughput(settings: Settings, pipe, image, report: str, reps: int) -> dict[str, Any]:
+    """Per-report latency of the pipeline at the large batch (the example and reports with 1-N findings), and
+    reports/s of twice those reports at batch_size 1 vs the large batch (best of a few repeats)."""
+    big, mnt = settings.batch, settings.max_new_tokens
     big_reports = ([report] + [report_with_findings(k % 10 + 1) for k in range(big - 1)])[:big]
     big_images = [image] * big
     timed = time_calls(
         lambda: pipe(big_images, report=big_reports, batch_size=big, max_new_tokens=mnt), max(reps // 4, 2)
     )
-    result["batch_large"] = big
-    result["batch_large_per_report"] = summarize([t / big for t in timed])
     reports_n = 2 * big
     both = (big_images * 2, big_reports * 2)
     repeats = settings.reps(3, 2, 1)
@@ -275,19 +276,24 @@ def measure_model(settings: Settings, label: str, model_dir: str | None) -> dict
     t_big = min(
         time_calls(lambda: pipe(both[0], report=both[1], batch_size=big, max_new_tokens=mnt), repeats)
     )
-    result["throughput"] = {
-        "reports": reports_n,
+    return {
         "batch_large": big,
-        "batch1_reports_per_s": round(reports_n / t_b1, 3),
-        "batch_large_reports_per_s": round(reports_n / t_big, 3),
-        "batch_large_over_batch1": round(t_b1 / t_big, 3),
-        "note": f"{reports_n} reports ({big} different reports with 1-{big - 1} findings and the example, twice) "
-        f"at batch_size 1 vs {big}",
+        "batch_large_per_report": summarize([t / big for t in timed]),
+        "throughput": {
+            "reports": reports_n,
+            "batch_large": big,
+            "batch1_reports_per_s": round(reports_n / t_b1, 3),
+            "batch_large_reports_per_s": round(reports_n / t_big, 3),
+            "batch_large_over_batch1": round(t_b1 / t_big, 3),
+            "note": f"{reports_n} reports ({big} different reports with 1-{big - 1} findings and the example, "
+            f"twice) at batch_size 1 vs {big}",
+        },
     }
-    result["split_batch1_ms"] = time_split(model, processor, image, report, reps, max_new_tokens=mnt)
-    result["split_batch_large_ms"] = time_split(
-        model, processor, image, report, max(reps // 4, 2), batch=big, max_new_tokens=mnt
-    )
+
+
+def memory_growth(settings: Settings, pipe, image, report: str) -> dict[str, Any]:
+    """RSS (MiB) after a short and after a long run of pipeline calls, its growth in %, and the peak RSS."""
+    mnt = settings.max_new_tokens
     short, long = settings.reps(10, 10, 2), settings.reps(1000, 100, 4)
     for _ in range(short):
         pipe(image, report=report, max_new_tokens=mnt)
@@ -295,7 +301,7 @@ def measure_model(settings: Settings, label: str, model_dir: str | None) -> dict
     for _ in range(long - short):
         pipe(image, report=report, max_new_tokens=mnt)
     rss_long = rss_mib()
-    result["memory"] = {
+    return {
         "calls_short": short,
         "calls_long": long,
         "rss_mib_after_short": round(rss_short, 2),
@@ -303,14 +309,30 @@ def measure_model(settings: Settings, label: str, model_dir: str | None) -> dict
         "rss_growth_percent": round(100 * (rss_long - rss_short) / rss_short, 3),
         "peak_rss_mib": round(peak_rss_mib(), 2),
     }
+
+
+def measure_model(settings: Settings, label: str, model_dir: str | None) -> dict[str, Any]:
+    """Every inference measurement of one model: parameters, cold start, batch-1 latency, large-batch latency and
+    throughput, the time split at batch 1 and at the large batch, and RSS growth."""
+    model, processor, pipe = load_model(model_dir)
+    image, report = example_image(), example_report()
+    reps = settings.reps(40, 15, 3)
+    result: dict[str, Any] = {"model": label, "parameters": sum(p.numel() for p in model.parameters())}
+    result["cold_start"] = cold_start(settings, model_dir)
+    result.update(batch1_latency(settings, pipe, image, report, reps))
+    result.update(batch_large_throughput(settings, pipe, image, report, reps))
+    big, mnt = settings.batch, settings.max_new_tokens
+    result["split_batch1_ms"] = time_split(model, processor, image, report, reps, max_new_tokens=mnt)
+    result["split_batch_large_ms"] = time_split(
+        model, processor, image, report, max(reps // 4, 2), batch=big, max_new_tokens=mnt
+    )
+    result["memory"] = memory_growth(settings, pipe, image, report)
     result["load_1min"] = load_now()
     return result
 
 
-def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
-    models = {"default": measure_model(settings, "default", settings.model_dir)}
-    if settings.small_dir:
-        models["small"] = measure_model(settings, "small", settings.small_dir)
+def summary_table(models: dict[str, Any], batch: int) -> str:
+    """The markdown table of one row per model: cold start, latency at batch 1 and `batch`, throughput, memory."""
     rows = []
     for name, r in models.items():
         rows.append(
@@ -343,14 +365,20 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
         "b1 p50 ms",
         "b1 p95 ms",
         "b1 p50 ms (1 thread)",
-        f"b{settings.batch} p50 ms/report",
-        f"b{settings.batch} p95 ms/report",
+        f"b{batch} p50 ms/report",
+        f"b{batch} p95 ms/report",
         "b1 reports/s",
-        f"b{settings.batch} reports/s",
+        f"b{batch} reports/s",
         "peak RSS MiB",
         "RSS growth % (calls)",
         "load 1-min",
     ]
+    return md_table(headers, rows)
+
+
+def split_table(models: dict[str, Any]) -> str:
+    """The markdown table of the time split per model at batch 1 and at the large batch (ms and share per step,
+    vision tower ms, generated tokens and `<BOX>`)."""
     split_rows = []
     for name, r in models.items():
         for key in ("split_batch1_ms", "split_batch_large_ms"):
@@ -360,22 +388,32 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
                 + [f"{s[p]} ({s['share_percent'][p]}%)" for p in SPLIT_PARTS]
                 + [s["vision_tower"], s["generated_tokens"], s["generated_boxes"]]
             )
-    md = "\n\n".join(
+    return md_table(
+        ["model"] + list(SPLIT_PARTS) + ["vision tower ms", "generated tokens", "<BOX>"], split_rows
+    )
+
+
+def render_markdown(models: dict[str, Any], batch: int) -> str:
+    """The section's markdown: the summary table per model, then the time split table with how it is taken."""
+    return "\n\n".join(
         [
             "## Inference",
             f'torch threads {torch.get_num_threads()}; latency = one `pipeline("report-grounding")` call on the '
             "example X-ray and report; cold start = fresh interpreter (`import medrg`, pipeline load, first call).",
-            md_table(headers, rows),
+            summary_table(models, batch),
             "Time split of one report through the pipeline's steps (processor, `generate_grounding`, "
             "`post_process_grounding`; ms per call, median; share of the sum), timed by forward hooks that leave "
             "the outputs untouched. lm_prefill = encoding the image + the prompt's LM pass; text_generation = the "
             "decoding steps; grounding_pass = what follows the last LM step without the box decoder (the `<BOX>` "
             "states are taken from the generation's steps: no second pass over prompt + answer); vision_tower = time inside the vision tower over the whole call.",
-            md_table(
-                ["model"] + list(SPLIT_PARTS) + ["vision tower ms", "generated tokens", "<BOX>"], split_rows
-            ),
+            split_table(models),
         ]
     )
+
+
+def plot(models: dict[str, Any], batch: int, path: Path) -> Path:
+    """Write the section's figure to `path`: the batch-1 time split per step, and p50/p95 ms per report at batch 1
+    and at `batch`, per model."""
     figure, axes = new_figure(2)
     for name, r in models.items():
         s = r["split_batch1_ms"]
@@ -386,8 +424,8 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
             [
                 f"{name}\nb1 p50",
                 f"{name}\nb1 p95",
-                f"{name}\nb{settings.batch} p50",
-                f"{name}\nb{settings.batch} p95",
+                f"{name}\nb{batch} p50",
+                f"{name}\nb{batch} p95",
             ],
             [
                 r["batch1"]["p50_ms"],
@@ -402,5 +440,14 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
     axes[0].legend()
     axes[1].set_ylabel("ms per report")
     axes[1].set_title("latency")
-    plot = save_figure(figure, settings.out_dir / "bench_inference.png")
-    return {"models": models}, md, [plot]
+    return save_figure(figure, path)
+
+
+def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
+    """Measure the default model (and medrg-small when given); returns the data, the markdown and the figure."""
+    models = {"default": measure_model(settings, "default", settings.model_dir)}
+    if settings.small_dir:
+        models["small"] = measure_model(settings, "small", settings.small_dir)
+    md = render_markdown(models, settings.batch)
+    plot_path = plot(models, settings.batch, settings.out_dir / "bench_inference.png")
+    return {"models": models}, md, [plot_path]

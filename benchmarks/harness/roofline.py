@@ -147,26 +147,10 @@ def roofline_at(
     }
 
 
-def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
-    model, processor, _ = load_model(settings.model_dir)
-    reps = settings.reps(20, 8, 2)
-    matmul = matmul_gflops(256 if settings.dry_run else 1024, settings.reps(10, 5, 2))
-    mnt = settings.max_new_tokens
-    rows = [
-        roofline_at(model, processor, batch, reps, matmul["median_gflops"], max_new_tokens=mnt)
-        for batch in (1, settings.batch)
-    ]
-    breakdown = op_breakdown(model, batch_inputs(processor, 1, max_new_tokens=mnt), settings.reps(10, 4, 1))
-    breakdown8 = op_breakdown(
-        model, batch_inputs(processor, settings.batch, max_new_tokens=mnt), settings.reps(4, 2, 1)
-    )
-    data = {
-        "matmul": matmul,
-        "rows": rows,
-        "breakdown_batch1": breakdown,
-        "breakdown_batch8": breakdown8,
-        "load_1min": load_now(),
-    }
+def render_markdown(data: dict[str, Any], settings: Settings) -> str:
+    """The section's markdown: the matmul rate, the roofline table per batch size, the time split by op category
+    at batch 1 and at the large batch, and the top aten ops at batch 1."""
+    matmul, breakdown, breakdown8 = data["matmul"], data["breakdown_batch1"], data["breakdown_batch8"]
     md_parts = [
         "## Roofline",
         f"Dense matmul ({matmul['size']}x{matmul['size']} fp32, {torch.get_num_threads()} threads): "
@@ -181,7 +165,7 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
                     r["achieved_gflops"],
                     r["fraction_of_matmul"],
                 ]
-                for r in rows
+                for r in data["rows"]
             ],
         ),
         "Where the time goes (ms per generate_grounding call under torch.profiler):",
@@ -207,6 +191,13 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
             ],
         ),
     ]
+    return "\n\n".join(md_parts)
+
+
+def plot(data: dict[str, Any], path: Path) -> Path:
+    """Write the section's figure to `path`: ms per report by op category (batch 1), and the matmul rate next to the
+    model's achieved GFLOP/s per batch size."""
+    breakdown, matmul, rows = data["breakdown_batch1"], data["matmul"], data["rows"]
     figure, axes = new_figure(2)
     labels = list(breakdown["categories_ms"])
     axes[0].barh([label.split(" (")[0] for label in labels], [breakdown["categories_ms"][k] for k in labels])
@@ -217,5 +208,29 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
     )
     axes[1].set_yscale("log")
     axes[1].set_ylabel("GFLOP/s")
-    plot = save_figure(figure, settings.out_dir / "bench_roofline.png")
-    return data, "\n\n".join(md_parts), [plot]
+    return save_figure(figure, path)
+
+
+def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
+    """Measure the matmul rate, the model's achieved FLOP/s at batch 1 and at the large batch, and the profiled op
+    breakdown at both; returns the data, the markdown and the figure."""
+    model, processor, _ = load_model(settings.model_dir)
+    reps = settings.reps(20, 8, 2)
+    matmul = matmul_gflops(256 if settings.dry_run else 1024, settings.reps(10, 5, 2))
+    mnt = settings.max_new_tokens
+    rows = [
+        roofline_at(model, processor, batch, reps, matmul["median_gflops"], max_new_tokens=mnt)
+        for batch in (1, settings.batch)
+    ]
+    breakdown = op_breakdown(model, batch_inputs(processor, 1, max_new_tokens=mnt), settings.reps(10, 4, 1))
+    breakdown8 = op_breakdown(
+        model, batch_inputs(processor, settings.batch, max_new_tokens=mnt), settings.reps(4, 2, 1)
+    )
+    data = {
+        "matmul": matmul,
+        "rows": rows,
+        "breakdown_batch1": breakdown,
+        "breakdown_batch8": breakdown8,
+        "load_1min": load_now(),
+    }
+    return data, render_markdown(data, settings), [plot(data, settings.out_dir / "bench_roofline.png")]

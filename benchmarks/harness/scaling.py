@@ -204,15 +204,8 @@ def training_scaling(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
-    model, processor, _ = load_model(settings.model_dir)
-    call = GroundingCall(model, processor, max_new_tokens=settings.max_new_tokens)
-    image = example_image()
-    findings = findings_scaling(settings, call, image)
-    length = report_length_scaling(settings, call, image)
-    sizes = image_size_scaling(settings, call, image)
-    training = training_scaling(settings)
-    data = {"findings": findings, "report_length": length, "image_size": sizes, "training": training}
+def findings_table(findings: list[dict[str, Any]]) -> str:
+    """The markdown table of latency vs findings: one generation vs two-stage, per mode (model, forced, guided)."""
     finding_rows = [
         [
             r["findings"],
@@ -232,32 +225,38 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
         ]
         for r in findings
     ]
-    md = "\n\n".join(
+    return md_table(
+        [
+            "findings",
+            "one-gen ms",
+            "grounded",
+            "two-stage ms",
+            "grounded (2-stage)",
+            "2-stage / one-gen",
+            "forced one-gen ms",
+            "forced two-stage ms",
+            "forced 2-stage / one-gen",
+            "guided one-gen ms",
+            "guided grounded",
+            "guided two-stage ms",
+            "guided 2-stage / one-gen",
+            "load",
+        ],
+        finding_rows,
+    )
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """The section's markdown: the findings table, then latency vs report length, vs image size, and training."""
+    length, sizes, training = data["report_length"], data["image_size"], data["training"]
+    return "\n\n".join(
         [
             "## Scaling",
             "Latency (p50 ms) vs findings in the report. `model`: what the model writes (grounded = generated "
             "`<BOX>`); `forced`: the answer is forced to list every finding with its `<BOX>` (all grounded); "
             "`guided`: the pipeline's default, report-guided decoding (jump-forward: forced runs in one forward). "
             "Two-stage = one grounding call per finding phrase (a single-finding sub-report each).",
-            md_table(
-                [
-                    "findings",
-                    "one-gen ms",
-                    "grounded",
-                    "two-stage ms",
-                    "grounded (2-stage)",
-                    "2-stage / one-gen",
-                    "forced one-gen ms",
-                    "forced two-stage ms",
-                    "forced 2-stage / one-gen",
-                    "guided one-gen ms",
-                    "guided grounded",
-                    "guided two-stage ms",
-                    "guided 2-stage / one-gen",
-                    "load",
-                ],
-                finding_rows,
-            ),
+            findings_table(data["findings"]),
             "Latency vs report length (2 findings):",
             md_table(
                 ["extra sentences", "prompt tokens", "model ms", "forced ms", "grounded", "load"],
@@ -288,6 +287,13 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
             ),
         ]
     )
+
+
+def plot(data: dict[str, Any], path: Path) -> Path:
+    """Write the section's figure to `path`: ms per report vs findings (one generation and two-stage per mode), vs
+    prompt tokens, vs image side, and training samples/s vs batch size per thread count."""
+    findings, length = data["findings"], data["report_length"]
+    sizes, training = data["image_size"], data["training"]
     figure, axes = new_figure(4, width=4.2)
     xs = [r["findings"] for r in findings]
     for mode, style in (("model", "-"), ("forced", "--"), ("guided", ":")):
@@ -328,5 +334,18 @@ def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
     axes[3].set_xlabel("training batch size")
     axes[3].set_ylabel("samples/s")
     axes[3].legend(fontsize=6)
-    plot = save_figure(figure, settings.out_dir / "bench_scaling.png")
-    return data, md, [plot]
+    return save_figure(figure, path)
+
+
+def run(settings: Settings) -> tuple[dict[str, Any], str, list[Path]]:
+    """Measure latency vs findings, report length and image size with the model, then training throughput with the
+    tiny model; returns the data, the markdown and the figure."""
+    model, processor, _ = load_model(settings.model_dir)
+    call = GroundingCall(model, processor, max_new_tokens=settings.max_new_tokens)
+    image = example_image()
+    findings = findings_scaling(settings, call, image)
+    length = report_length_scaling(settings, call, image)
+    sizes = image_size_scaling(settings, call, image)
+    training = training_scaling(settings)
+    data = {"findings": findings, "report_length": length, "image_size": sizes, "training": training}
+    return data, render_markdown(data), [plot(data, settings.out_dir / "bench_scaling.png")]
