@@ -61,6 +61,22 @@ def tiny():
     return model, processor
 
 
+def bfloat16_attention_runs() -> bool:
+    """Whether this torch runs bfloat16 scaled-dot-product attention on the CPU. torch 2.13's CPU kernel raises
+    "pack_vnni2 is only supported when avx512 is supported" where `ATEN_CPU_CAPABILITY` forces a lower level than
+    an AVX-512 CPU has (three lines of plain torch show it); a CPU without AVX-512 never takes that kernel."""
+    import torch
+
+    q = torch.zeros(1, 1, 300, 16, dtype=torch.bfloat16)
+    try:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    except RuntimeError as error:
+        if "pack_vnni2" not in str(error):
+            raise
+        return False
+    return True
+
+
 def xray_like(height: int = 96, width: int = 80, seed: int = 0, boxes=()) -> np.ndarray:
     """A uint8 radiograph-like array with bright rectangles at the given xyxy boxes."""
     rng = np.random.RandomState(seed)

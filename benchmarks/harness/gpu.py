@@ -10,11 +10,10 @@ from typing import Any
 
 import torch
 
+from . import common
 from .common import (
     Settings,
     batch_inputs,
-    example_image,
-    example_report,
     load_model,
     load_now,
     md_table,
@@ -117,7 +116,7 @@ def pipeline_batch1(settings: Settings, pipe, sync, reps: int) -> dict[str, floa
     peak-memory statistics are reset first)."""
     if settings.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    image, report = example_image(), example_report()
+    image, report = common.example_image(), common.example_report()
     return summarize(
         time_calls(
             lambda: pipe(image, report=report, max_new_tokens=settings.max_new_tokens), reps, sync=sync
